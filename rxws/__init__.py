@@ -1,0 +1,54 @@
+"""rxws: one websocket connection, as many reactive streams as you want.
+
+The connection's lifecycle is a ReactiveX Observable (:func:`connect`), made resilient
+by the operators in :mod:`rxws.ops` (``reconnect``, ``rotate``), fanned out by an
+indexed :class:`Router`, wrapped up in :class:`WebSocketClient`, and bridged to
+``async for`` by :func:`to_async_iterable`.
+"""
+
+from . import errors, events
+from ._version import __version__
+from .backoff import Backoff
+from .codec import dump_json, parse_json
+from .errors import (
+    CertificateError,
+    ConnectionFailed,
+    ConnectionLost,
+    HandshakeRejected,
+    IdleTimeout,
+    NotConnected,
+    ParseError,
+    ReconnectExhausted,
+    RxwsError,
+    StreamClosed,
+    StreamOverflow,
+    SubscriberError,
+    TransportUnavailable,
+)
+from .filters import FilterIndex, matches
+from .source import connect
+
+__all__ = [
+    "Backoff",
+    "CertificateError",
+    "ConnectionFailed",
+    "ConnectionLost",
+    "FilterIndex",
+    "HandshakeRejected",
+    "IdleTimeout",
+    "NotConnected",
+    "ParseError",
+    "ReconnectExhausted",
+    "RxwsError",
+    "StreamClosed",
+    "StreamOverflow",
+    "SubscriberError",
+    "TransportUnavailable",
+    "__version__",
+    "connect",
+    "dump_json",
+    "errors",
+    "events",
+    "matches",
+    "parse_json",
+]

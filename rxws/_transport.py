@@ -1,0 +1,187 @@
+"""The transport seam: how :mod:`rxws.source` reaches the network.
+
+The layers above see only :class:`Link`: an open connection that pushes each frame to
+a callback until it closes, can send, and can be closed. A transport opens links
+(:meth:`Transport.open`) or wraps a connection someone else opened
+(:meth:`Transport.wrap`). websockets is the default and the reference transport.
+
+Close semantics are the same for every transport: :meth:`Link.run` returns when the
+peer closed normally (1000 or 1001) and raises :class:`rxws.ConnectionLost` otherwise;
+:meth:`Transport.open` raises :class:`rxws.ConnectionFailed` (or its subclasses
+``HandshakeRejected`` and ``CertificateError``) when no connection could be made.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from websockets.asyncio.client import connect as _ws_connect
+from websockets.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedOK,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+    ProxyError,
+)
+from websockets.protocol import State
+
+from ._redact import RedactingLogger, Redactor
+from .errors import CertificateError, ConnectionFailed, ConnectionLost, HandshakeRejected
+
+__all__ = ["FrameHandler", "Link", "Transport", "WebsocketsTransport", "get_transport"]
+
+FrameHandler = Callable[[Any], None]
+"""Receives each frame's payload (``str`` for text, ``bytes`` for binary)."""
+
+
+class Link(Protocol):
+    """One open connection, as the layers above rxws.source see it."""
+
+    @property
+    def connection(self) -> Any:
+        """The transport's own connection object (what ``client.present`` returns)."""
+
+    @property
+    def is_open(self) -> bool:
+        """Whether frames can still be sent."""
+
+    async def run(self, on_frame: FrameHandler) -> None:
+        """Push every frame to ``on_frame`` until the connection closes.
+
+        Returns on a normal close (1000/1001) and raises ``ConnectionLost`` otherwise.
+        """
+
+    async def send(self, data: str | bytes) -> None:
+        """Send one text (``str``) or binary (``bytes``) frame."""
+
+    async def close(self) -> None:
+        """Close the connection (normal close, 1000) and wait until it is closed."""
+
+
+class Transport(Protocol):
+    """Opens links."""
+
+    name: str
+
+    async def open(self, url: str, options: dict[str, Any], redactor: Redactor) -> Link:
+        """Open a connection to ``url`` with transport ``options``.
+
+        Raises:
+            ConnectionFailed: No connection could be made.
+        """
+
+    def wrap(self, connection: Any, redactor: Redactor) -> Link:
+        """Adopt an open connection (anything with async ``recv``, ``send`` and ``close``)."""
+
+
+def lost_from_closed(exc: ConnectionClosed, redactor: Redactor) -> ConnectionLost:
+    """The :class:`ConnectionLost` for a websockets ``ConnectionClosed``."""
+    frame = exc.rcvd or exc.sent
+    if frame is None:
+        return ConnectionLost(None, "the TCP connection broke without a close frame")
+    return ConnectionLost(frame.code, redactor(frame.reason))
+
+
+class WebsocketsLink:
+    """A :class:`Link` over a ``websockets`` connection (or any look-alike)."""
+
+    __slots__ = ("_conn", "_redactor")
+
+    def __init__(self, connection: Any, redactor: Redactor) -> None:
+        self._conn = connection
+        self._redactor = redactor
+
+    @property
+    def connection(self) -> Any:
+        return self._conn
+
+    @property
+    def is_open(self) -> bool:
+        state = getattr(self._conn, "state", None)
+        if state is not None:
+            return bool(state is State.OPEN)
+        closed = getattr(self._conn, "closed", None)
+        return closed is False
+
+    async def run(self, on_frame: FrameHandler) -> None:
+        recv = self._conn.recv
+        try:
+            while True:
+                on_frame(await recv())
+        except ConnectionClosedOK:
+            return
+        except ConnectionClosed as exc:
+            raise lost_from_closed(exc, self._redactor) from None
+
+    async def send(self, data: str | bytes) -> None:
+        try:
+            await self._conn.send(data)
+        except ConnectionClosed as exc:
+            raise lost_from_closed(exc, self._redactor) from None
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+class WebsocketsTransport:
+    """The default transport, on ``websockets.asyncio.client.connect``."""
+
+    name = "websockets"
+
+    async def open(self, url: str, options: dict[str, Any], redactor: Redactor) -> Link:
+        shown = redactor.url(url)
+        try:
+            conn = await _ws_connect(url, **options)
+        except InvalidStatus as exc:
+            raise HandshakeRejected(shown, exc.response.status_code) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise CertificateError(shown, redactor(str(exc.verify_message or exc))) from None
+        except ssl.SSLError as exc:
+            raise ConnectionFailed(shown, f"TLS error: {redactor(str(exc))}") from None
+        except TimeoutError:
+            limit = options.get("open_timeout", 10)
+            raise ConnectionFailed(
+                shown, f"timed out after {limit} s during the opening handshake"
+            ) from None
+        except InvalidURI:
+            raise ConnectionFailed(shown, "the URL is not a valid websocket URI") from None
+        except (InvalidHandshake, ProxyError) as exc:
+            raise ConnectionFailed(
+                shown, f"{type(exc).__name__}: {redactor(str(exc))}"
+            ) from None
+        except OSError as exc:
+            raise ConnectionFailed(shown, redactor(exc.strerror or str(exc))) from None
+        return WebsocketsLink(conn, redactor)
+
+    def wrap(self, connection: Any, redactor: Redactor) -> Link:
+        return WebsocketsLink(connection, redactor)
+
+
+def websockets_options(
+    options: dict[str, Any], redactor: Redactor, logger: Any
+) -> dict[str, Any]:
+    """Connect options for websockets, with a redacting logger unless one was given."""
+    if "logger" not in options:
+        options = {**options, "logger": RedactingLogger(logger, redactor)}
+    return options
+
+
+_TRANSPORTS: dict[str, Callable[[], Transport]] = {"websockets": WebsocketsTransport}
+
+
+def get_transport(name: str) -> Transport:
+    """The transport registered under ``name``.
+
+    Raises:
+        ValueError: No transport has that name.
+    """
+    try:
+        factory = _TRANSPORTS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown transport {name!r}; choose one of {sorted(_TRANSPORTS)}"
+        ) from None
+    return factory()

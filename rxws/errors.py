@@ -1,0 +1,249 @@
+"""The exceptions rxws raises, all under one base class.
+
+Each class means one thing, and each message says what happened and what to do
+about it. URLs and header values in messages are always redacted.
+
+::
+
+    RxwsError                      anything rxws raises on purpose
+    ├── ConnectionFailed           a connection could not be opened (refused, DNS, timeout)
+    │   ├── HandshakeRejected      the server answered the upgrade with an HTTP status
+    │   └── CertificateError       the server's TLS certificate was not trusted
+    ├── ConnectionLost             an open connection ended abnormally (close code, reason)
+    │   └── IdleTimeout            no message arrived for too long: the link is presumed dead
+    ├── ReconnectExhausted         reconnecting gave up after ``max_attempts``
+    ├── ParseError                 one frame could not be parsed (non-fatal, reported on ``errors``)
+    ├── SubscriberError            a subscriber raised while handling a message (non-fatal)
+    ├── StreamOverflow             an async stream's buffer filled up (``overflow="error"``)
+    ├── StreamClosed               an async stream or client was used after it was closed
+    ├── NotConnected               ``send`` found no open connection in time
+    └── TransportUnavailable       the chosen transport is not installed
+
+``ConnectionFailed`` and ``ConnectionLost`` are retried by :func:`rxws.ops.reconnect`
+by default, except ``HandshakeRejected`` with a 4xx status other than 408 and 429, and
+``CertificateError``: retrying cannot fix those.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CertificateError",
+    "ConnectionFailed",
+    "ConnectionLost",
+    "HandshakeRejected",
+    "IdleTimeout",
+    "NotConnected",
+    "ParseError",
+    "ReconnectExhausted",
+    "RxwsError",
+    "StreamClosed",
+    "StreamOverflow",
+    "SubscriberError",
+    "TransportUnavailable",
+]
+
+
+class RxwsError(Exception):
+    """Base class of every exception rxws raises on purpose."""
+
+
+class ConnectionFailed(RxwsError):
+    """A websocket connection could not be opened.
+
+    Args:
+        url: The redacted URL that was tried.
+        reason: What went wrong, in a few words.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(
+            f"could not connect to {url}: {reason}; "
+            "check that the server is up and the URL is right (reconnect retries this)"
+        )
+
+
+class HandshakeRejected(ConnectionFailed):
+    """The server refused the websocket upgrade with an HTTP status.
+
+    Args:
+        url: The redacted URL that was tried.
+        status: The HTTP status code the server answered with.
+    """
+
+    def __init__(self, url: str, status: int) -> None:
+        self.status = status
+        super().__init__(url, f"the server rejected the websocket handshake with HTTP {status}")
+        if 400 <= status < 500 and status not in (408, 429):
+            hint = "fix the URL, credentials or headers; retrying will not help"
+        else:
+            hint = "the server may be overloaded or restarting; reconnect retries this"
+        self.args = (
+            f"could not connect to {url}: the server rejected the websocket handshake "
+            f"with HTTP {status}; {hint}",
+        )
+
+
+class CertificateError(ConnectionFailed):
+    """The server's TLS certificate failed verification.
+
+    Args:
+        url: The redacted URL that was tried.
+        detail: What the TLS library said.
+    """
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(url, f"TLS certificate verification failed ({detail})")
+        self.args = (
+            f"could not connect to {url}: TLS certificate verification failed ({detail}); "
+            "pass ssl=<an ssl.SSLContext that trusts the server's CA>; "
+            "retrying will not help",
+        )
+
+
+class ConnectionLost(RxwsError):
+    """An open connection ended other than by a normal close (1000 or 1001).
+
+    Args:
+        code: The close code, or ``None`` when the TCP link broke without a close frame.
+        reason: The close reason the peer sent, or a description of the failure.
+    """
+
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        what = f"close code {code}" if code is not None else "no close frame"
+        detail = f" ({reason})" if reason else ""
+        super().__init__(
+            f"the websocket connection was lost: {what}{detail}; "
+            "use rxws.ops.reconnect (WebSocketClient does) to carry on"
+        )
+
+
+class IdleTimeout(ConnectionLost):
+    """No message arrived for ``timeout`` seconds, so the link is presumed dead.
+
+    Args:
+        timeout: The idle limit in seconds that was exceeded.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(None, f"no message for {timeout:g} s")
+        self.args = (
+            f"no message arrived for {timeout:g} s, so the connection is presumed dead; "
+            "reconnect replaces it (raise idle_timeout if the feed is quiet by nature)",
+        )
+
+
+class ReconnectExhausted(RxwsError):
+    """Reconnecting gave up after ``attempts`` failed attempts.
+
+    Args:
+        attempts: How many attempts were made in a row.
+        last_error: The error of the last attempt (also the ``__cause__``).
+    """
+
+    def __init__(self, attempts: int, last_error: BaseException) -> None:
+        self.attempts = attempts
+        self.last_error = last_error
+        super().__init__(
+            f"gave up reconnecting after {attempts} failed attempt"
+            f"{'s' if attempts != 1 else ''}; last error: {last_error}; "
+            "raise max_attempts or fix the cause"
+        )
+        self.__cause__ = last_error
+
+
+class ParseError(RxwsError):
+    """One frame could not be parsed; it was skipped and the stream went on.
+
+    Args:
+        error: What the parser raised.
+        size: The frame's length in characters or bytes.
+    """
+
+    def __init__(self, error: BaseException, size: int) -> None:
+        self.error = error
+        self.size = size
+        super().__init__(
+            f"skipped a frame of {size} characters/bytes that failed to parse: "
+            f"{type(error).__name__}: {error}; pass parse=None for raw frames "
+            "or a parser that accepts them"
+        )
+        self.__cause__ = error
+
+
+class SubscriberError(RxwsError):
+    """A subscriber raised while handling a message; the other subscribers were not affected.
+
+    Args:
+        error: What the subscriber raised.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        super().__init__(
+            f"a subscriber raised {type(error).__name__}: {error}; it was unsubscribed "
+            "and the others go on"
+        )
+        self.__cause__ = error
+
+
+class StreamOverflow(RxwsError):
+    """An async stream's buffer was full when a new item arrived.
+
+    Args:
+        maxsize: The buffer size that was exceeded.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        super().__init__(
+            f"the async stream's buffer of {maxsize} items overflowed because the consumer "
+            "reads slower than messages arrive; raise maxsize or choose "
+            'overflow="drop_oldest", "drop_newest" or "unbounded"'
+        )
+
+
+class StreamClosed(RxwsError):
+    """A stream or client was used after it was closed.
+
+    Args:
+        what: What was closed, for the message.
+    """
+
+    def __init__(self, what: str = "the stream") -> None:
+        super().__init__(f"{what} is closed; create a new one")
+
+
+class NotConnected(RxwsError):
+    """``send`` found no open connection within its timeout.
+
+    Args:
+        timeout: How long ``send`` waited, in seconds.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(
+            f"no open connection to send on after waiting {timeout:g} s; "
+            "check client.status for why, or pass a longer timeout"
+        )
+
+
+class TransportUnavailable(RxwsError):
+    """The transport asked for is not installed.
+
+    Args:
+        name: The transport's name.
+        extra: The pip extra that installs it.
+    """
+
+    def __init__(self, name: str, extra: str) -> None:
+        self.name = name
+        super().__init__(
+            f"the {name!r} transport is not installed; install it with "
+            f"pip install 'rxws[{extra}]'"
+        )

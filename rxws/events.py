@@ -1,0 +1,96 @@
+"""Lifecycle events of a connection, as emitted on ``WebSocketClient.status``.
+
+All events are frozen dataclasses, so they compare by value and are safe to keep.
+URLs in them are redacted: query values and passwords appear as ``***``.
+
+A connection that opens, drops and comes back emits, in order::
+
+    Connecting(url) -> Connected(url) -> Disconnected(reason) -> Retrying(1, 0.42)
+    -> Connecting(url) -> Connected(url)
+
+A rotation adds ``Connecting`` / ``Connected`` for the new connection, then
+``Rotated`` once the old one is dropped. ``Failed`` is the last event of a feed that
+gave up (for example after ``ReconnectExhausted`` or a non-retryable rejection).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "Connected",
+    "Connecting",
+    "Disconnected",
+    "Event",
+    "Failed",
+    "Retrying",
+    "Rotated",
+]
+
+
+@dataclass(frozen=True)
+class Connecting:
+    """A connection is being opened.
+
+    Attributes:
+        url: The redacted URL (empty when the URL comes from a callable not yet called).
+    """
+
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class Connected:
+    """A connection is open and its ``on_open`` hook has run; messages flow from now on.
+
+    Attributes:
+        url: The redacted URL.
+    """
+
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """A connection ended.
+
+    Attributes:
+        reason: Why, in words (redacted): a close code and reason, or the error.
+        error: The exception that ended it, or ``None`` for a normal close or a disposal.
+    """
+
+    reason: str
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Retrying:
+    """The next connection attempt will start after ``delay`` seconds.
+
+    Attributes:
+        attempt: The number of the failed attempt in a row (1 for the first failure).
+        delay: Seconds until the next attempt.
+    """
+
+    attempt: int
+    delay: float
+
+
+@dataclass(frozen=True)
+class Rotated:
+    """A new connection replaced the old one, which is now closed."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The feed gave up: no further connection will be attempted.
+
+    Attributes:
+        error: The error that ended it.
+    """
+
+    error: BaseException
+
+
+Event = Connecting | Connected | Disconnected | Retrying | Rotated | Failed
+"""Any of the lifecycle events."""

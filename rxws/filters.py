@@ -1,0 +1,275 @@
+"""Message filters with AsyncWebsocketStreamInterface's ``stream_filter`` semantics.
+
+A *filter list* is a list of dicts. A message matches when the list is empty (or
+``None``), or when every key/value pair of at least one dict is in the message
+(``key in msg and value == msg[key]``): the dicts are OR-ed, the pairs inside one dict
+AND-ed. A message that is not a mapping matches only an empty filter list.
+
+:func:`matches` compiles one filter list into a predicate. :class:`FilterIndex` holds
+the filter lists of many subscribers at once and finds the ones a message matches by
+hash lookups on key/value pairs, so the cost per message does not grow with the number
+of filter lists that do not match.
+
+No I/O here and no event loop: this module is pure policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+__all__ = ["FilterIndex", "Filters", "compile_filters", "matches"]
+
+T = TypeVar("T")
+
+Filters = Sequence[Mapping[Any, Any]] | None
+"""A filter list: OR of dicts, each an AND of key/value pairs; empty or ``None`` matches all."""
+
+_MISSING: Any = object()
+
+
+def compile_filters(filters: Filters) -> tuple[tuple[tuple[Any, Any], ...], ...]:
+    """Check a filter list and snapshot it as a tuple of ``(key, value)`` tuples.
+
+    Args:
+        filters: A list of dicts, or ``None``.
+
+    Returns:
+        One tuple of pairs per dict; an empty tuple for "match everything".
+
+    Raises:
+        TypeError: ``filters`` is not a list of dicts (the message shows how to fix it).
+    """
+    if filters is None:
+        return ()
+    if isinstance(filters, Mapping):
+        raise TypeError(
+            f"filters must be a list of dicts, got the dict {filters!r}; "
+            f"wrap it in a list: [{filters!r}]"
+        )
+    if isinstance(filters, (str, bytes)) or not isinstance(filters, Iterable):  # type: ignore[unreachable]
+        raise TypeError(
+            f"filters must be a list of dicts such as [{{'s': 'BTCUSDT'}}], "
+            f"got {type(filters).__name__} {filters!r}"
+        )
+    out = []
+    for i, clause in enumerate(filters):
+        if not isinstance(clause, Mapping):
+            raise TypeError(
+                f"filters[{i}] must be a dict of key/value pairs to match, "
+                f"got {type(clause).__name__} {clause!r}"
+            )
+        out.append(tuple(clause.items()))
+    return tuple(out)
+
+
+def _clause_matches(clause: tuple[tuple[Any, Any], ...], msg: Mapping[Any, Any]) -> bool:
+    for key, value in clause:
+        # The seed compared ``value == msg[key]`` (filter value on the left): keep it.
+        if key not in msg or not value == msg[key]:  # noqa: SIM201
+            return False
+    return True
+
+
+def matches(filters: Filters) -> Callable[[Any], bool]:
+    """Compile a filter list into a predicate on messages.
+
+    Args:
+        filters: A list of dicts (OR of ANDs), or ``None``/``[]`` to accept everything.
+
+    Returns:
+        ``predicate(msg) -> bool``.
+
+    Raises:
+        TypeError: ``filters`` is not a list of dicts.
+
+    Example:
+        >>> keep = matches([{"a": 1}, {"b": 2, "c": 3}])
+        >>> keep({"a": 1, "c": 2}), keep({"b": 2, "c": 3, "d": 4}), keep({"a": 2, "c": 2})
+        (True, True, False)
+    """
+    clauses = compile_filters(filters)
+    if not clauses:
+        return _accept_all
+
+    def predicate(msg: Any) -> bool:
+        if not isinstance(msg, Mapping):
+            return False
+        for clause in clauses:
+            if _clause_matches(clause, msg):
+                return True
+        return False
+
+    return predicate
+
+
+def _accept_all(msg: Any) -> bool:
+    return True
+
+
+class _Clause(Generic[T]):
+    """One dict of one registered filter list."""
+
+    __slots__ = ("anchor", "handle", "pairs", "simple", "target")
+
+    def __init__(
+        self,
+        handle: int,
+        target: T,
+        pairs: tuple[tuple[Any, Any], ...],
+        anchor: tuple[Any, Any] | None,
+    ) -> None:
+        self.handle = handle
+        self.target = target
+        self.pairs = pairs
+        self.anchor = anchor
+        # True when finding the clause by its anchor pair already proves the match.
+        # NaN-like values are found by identity in a dict but never equal themselves,
+        # so such a clause is always checked in full.
+        self.simple = anchor is not None and len(pairs) == 1 and anchor[1] == anchor[1]
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+class FilterIndex(Generic[T]):
+    """Many filter lists, each with a target, looked up by message.
+
+    Each dict of each filter list is filed under one of its hashable key/value pairs
+    (its *anchor*). For a message, only the dicts whose anchor pair occurs in it are
+    checked, so the cost depends on the message and the matches, not on how many filter
+    lists are registered. Dicts whose values are all unhashable are checked one by one
+    (they still match by ``==``).
+
+    ``lookup(msg)`` returns exactly the targets whose filter list :func:`matches`
+    accepts, each once.
+
+    Example:
+        >>> index = FilterIndex()
+        >>> h = index.add([{"s": "BTC"}], "btc-stream")
+        >>> _ = index.add(None, "everything")
+        >>> index.lookup({"s": "BTC", "p": 1})
+        ['everything', 'btc-stream']
+        >>> index.remove(h)
+        >>> index.lookup({"s": "BTC", "p": 1})
+        ['everything']
+    """
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._all: dict[int, T] = {}  # empty filter list: every message
+        self._any_mapping: dict[int, T] = {}  # a filter list holding {}: every mapping
+        self._by_key: dict[Any, dict[Any, list[_Clause[T]]]] = {}
+        self._fallback: list[_Clause[T]] = []
+        self._clauses: dict[int, list[_Clause[T]]] = {}
+        self._all_view: list[T] | None = []
+        self._only_all = True
+
+    def __len__(self) -> int:
+        return len(self._all) + len(self._any_mapping) + len(self._clauses)
+
+    def add(self, filters: Filters, target: T) -> int:
+        """Register ``target`` under a filter list.
+
+        Args:
+            filters: A list of dicts, or ``None``/``[]`` for every message.
+            target: What :meth:`lookup` returns for matching messages.
+
+        Returns:
+            A handle for :meth:`remove`.
+
+        Raises:
+            TypeError: ``filters`` is not a list of dicts.
+        """
+        compiled = compile_filters(filters)
+        handle = self._next
+        self._next += 1
+        if not compiled:
+            self._all[handle] = target
+        elif any(not pairs for pairs in compiled):
+            self._any_mapping[handle] = target
+        else:
+            clauses = []
+            for pairs in compiled:
+                anchor = next(((k, v) for k, v in pairs if _hashable(v)), None)
+                clause = _Clause(handle, target, pairs, anchor)
+                if anchor is None:
+                    self._fallback.append(clause)
+                else:
+                    key, value = anchor
+                    self._by_key.setdefault(key, {}).setdefault(value, []).append(clause)
+                clauses.append(clause)
+            self._clauses[handle] = clauses
+        self._refresh()
+        return handle
+
+    def remove(self, handle: int) -> None:
+        """Unregister the filter list added under ``handle``; unknown handles are ignored.
+
+        Args:
+            handle: What :meth:`add` returned.
+        """
+        if self._all.pop(handle, _MISSING) is _MISSING and (
+            self._any_mapping.pop(handle, _MISSING) is _MISSING
+        ):
+            for clause in self._clauses.pop(handle, ()):
+                if clause.anchor is None:
+                    self._fallback.remove(clause)
+                    continue
+                key, value = clause.anchor
+                by_value = self._by_key[key]
+                bucket = by_value[value]
+                bucket.remove(clause)
+                if not bucket:
+                    del by_value[value]
+                    if not by_value:
+                        del self._by_key[key]
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._all_view = None  # rebuilt on the next lookup, so adding n lists is O(n)
+        self._only_all = not (self._any_mapping or self._clauses)
+
+    def lookup(self, msg: Any) -> list[T]:
+        """The targets whose filter list matches ``msg``, each once.
+
+        Args:
+            msg: A message (usually a dict).
+
+        Returns:
+            A new list: targets of empty filter lists first, then the others. The
+            caller may keep or change it.
+        """
+        if self._only_all or not isinstance(msg, Mapping):
+            view = self._all_view
+            if view is None:
+                view = self._all_view = list(self._all.values())
+            return view.copy()
+        found: dict[int, T] = dict(self._all)
+        found.update(self._any_mapping)
+        for key, by_value in self._by_key.items():
+            value = msg.get(key, _MISSING)
+            if value is _MISSING:
+                continue
+            try:
+                bucket = by_value.get(value)
+            except TypeError:
+                # An unhashable message value can equal a hashable filter value only
+                # for set/frozenset among the builtins.
+                if not isinstance(value, (set, frozenset)):
+                    continue
+                bucket = by_value.get(frozenset(value))
+            if bucket is None:
+                continue
+            for clause in bucket:
+                if clause.simple or _clause_matches(clause.pairs, msg):
+                    found[clause.handle] = clause.target
+        for clause in self._fallback:
+            if clause.handle not in found and _clause_matches(clause.pairs, msg):
+                found[clause.handle] = clause.target
+        return list(found.values())

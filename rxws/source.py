@@ -1,0 +1,278 @@
+"""``rxws.connect``: a cold Observable whose every subscription is one websocket connection.
+
+::
+
+    connect(url) ──subscribe──> Connecting ─> open ─> on_open(conn) ─> Connected
+                                 ──msg──msg──msg──| (1000/1001)      completes
+                                 ──msg──msg──X    (other close)      ConnectionLost
+                                 X                (upgrade refused)  HandshakeRejected
+
+Disposing the subscription closes the socket. Each frame is parsed with ``parse``; a
+frame that fails to parse is skipped, counted and reported through ``on_error``, and the
+stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import reactivex
+from reactivex import abc
+from reactivex.disposable import Disposable
+
+from ._redact import Redactor
+from ._transport import Link, Transport, get_transport, websockets_options
+from .codec import parse_json
+from .errors import ConnectionFailed, ParseError
+from .events import Connected, Connecting, Disconnected, Event
+
+__all__ = ["OnOpen", "UrlSource", "connect", "describe_url"]
+
+log = logging.getLogger("rxws.source")
+_wire_log = logging.getLogger("rxws.websockets")
+
+OnOpen = Callable[[Any], Awaitable[None]]
+"""``async (connection) -> None``: runs on each new connection before messages flow."""
+
+UrlSource = str | Callable[[], Awaitable[Any]]
+"""A ws:// or wss:// URL, or an async callable returning one (or an open connection)."""
+
+# Strong references to running connection tasks, so none is garbage-collected mid-flight.
+_TASKS: set[asyncio.Task[None]] = set()
+
+
+def _check_url_string(url: str, shown: str) -> None:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("ws", "wss") or not rest or rest.startswith("/"):
+        raise ValueError(
+            f"url must be a ws:// or wss:// URL with a host, or an async callable "
+            f"returning one; got {shown!r}"
+        )
+
+
+def describe_url(url: object) -> str:
+    """A redacted description of ``url`` for messages (the string itself if it is one)."""
+    if isinstance(url, str):
+        return Redactor(url).url(url)
+    return f"{type(url).__name__} {getattr(url, '__qualname__', '')}".strip()
+
+
+def _check_url(url: object) -> None:
+    if isinstance(url, str):
+        _check_url_string(url, describe_url(url))
+    elif not callable(url):
+        raise ValueError(
+            "url must be a ws:// or wss:// URL string, or an async callable returning one "
+            f"(or an open connection); got {type(url).__name__} {url!r}"
+        )
+
+
+def _is_connection(obj: object) -> bool:
+    return all(callable(getattr(obj, name, None)) for name in ("recv", "send", "close"))
+
+
+class _Session:
+    """One subscription's connection: open, run, close, report."""
+
+    def __init__(
+        self,
+        url: UrlSource,
+        transport: Transport,
+        options: dict[str, Any],
+        redactor: Redactor,
+        parse: Callable[[Any], Any] | None,
+        on_open: OnOpen | None,
+        on_event: Callable[[Event], None] | None,
+        on_error: Callable[[Exception], None] | None,
+        observer: abc.ObserverBase[Any],
+    ) -> None:
+        self.url = url
+        self.transport = transport
+        self.options = options
+        self.redactor = redactor
+        self.parse = parse
+        self.on_open = on_open
+        self.on_event = on_event
+        self.on_error = on_error
+        self.observer = observer
+        self.link: Link | None = None
+        self.shown = redactor.url(url) if isinstance(url, str) else ""
+        self.failed_in_burst = 0
+
+    def _event(self, event: Event) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                log.exception("an on_event callback raised; ignored")
+
+    async def _open(self) -> Link:
+        url = self.url
+        if isinstance(url, str):
+            return await self.transport.open(url, self.options, self.redactor)
+        got = await url()
+        if isinstance(got, str):
+            self.redactor.add_url(got)
+            self.shown = self.redactor.url(got)
+            _check_url_string(got, self.shown)
+            return await self.transport.open(got, self.options, self.redactor)
+        if _is_connection(got):
+            return self.transport.wrap(got, self.redactor)
+        raise ValueError(
+            "the url callable must return a ws:// or wss:// URL string or an open "
+            f"connection (with async recv, send and close); it returned {type(got).__name__}"
+        )
+
+    def _frame_handler(self) -> Callable[[Any], None]:
+        on_next = self.observer.on_next
+        parse = self.parse
+        if parse is None:
+            return on_next
+
+        def on_frame(frame: Any) -> None:
+            try:
+                msg = parse(frame)
+            except Exception as exc:
+                self._parse_failed(exc, frame)
+                return
+            if self.failed_in_burst:
+                self._burst_over()
+            on_next(msg)
+
+        return on_frame
+
+    def _parse_failed(self, exc: Exception, frame: Any) -> None:
+        error = ParseError(exc, len(frame))
+        if not self.failed_in_burst:
+            log.warning("%s", error)
+        self.failed_in_burst += 1
+        if self.on_error is not None:
+            self.on_error(error)
+
+    def _burst_over(self) -> None:
+        if self.failed_in_burst > 1:
+            log.warning("%d frames in a row failed to parse and were skipped", self.failed_in_burst)
+        self.failed_in_burst = 0
+
+    async def run(self) -> None:
+        observer = self.observer
+        self._event(Connecting(self.shown))
+        outcome: Exception | None = None
+        try:
+            self.link = link = await self._open()
+            if self.on_open is not None:
+                try:
+                    await self.on_open(link.connection)
+                except Exception as exc:
+                    raise ConnectionFailed(
+                        self.shown or "the connection",
+                        f"on_open raised {type(exc).__name__}: {self.redactor(str(exc))}",
+                    ) from exc
+            log.debug("connected to %s", self.shown)
+            self._event(Connected(self.shown))
+            await link.run(self._frame_handler())
+        except asyncio.CancelledError:
+            self._event(Disconnected("closed by the subscriber"))
+            raise
+        except Exception as exc:
+            outcome = exc
+        finally:
+            if self.link is not None:
+                await self.link.close()
+        if self.failed_in_burst:
+            self._burst_over()
+        if outcome is None:
+            log.debug("%s closed normally", self.shown)
+            self._event(Disconnected("closed normally by the server"))
+            observer.on_completed()
+        else:
+            reason = self.redactor(str(outcome))
+            log.debug("connection to %s ended: %s", self.shown, reason)
+            self._event(Disconnected(reason, outcome))
+            observer.on_error(outcome)
+
+
+def _task_done(task: asyncio.Task[None]) -> None:
+    _TASKS.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a connection task failed", exc_info=task.exception())
+
+
+def connect(
+    url: UrlSource,
+    *,
+    parse: Callable[[Any], Any] | None = parse_json,
+    on_open: OnOpen | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    on_error: Callable[[Exception], None] | None = None,
+    transport: str = "websockets",
+    **connect_kwargs: Any,
+) -> reactivex.Observable[Any]:
+    """A cold Observable of a websocket's messages: one subscription, one connection.
+
+    Args:
+        url: A ``ws://`` or ``wss://`` URL, or an async callable called at each connect
+            that returns such a URL (for example with a freshly fetched listen key) or an
+            already open connection (anything with async ``recv``, ``send`` and ``close``).
+        parse: Applied to every frame; ``None`` passes raw ``str``/``bytes``. A frame
+            that fails to parse is skipped and reported as :class:`rxws.ParseError`.
+        on_open: ``async (connection) -> None``, awaited on every new connection before
+            its messages flow: subscribe or authenticate here. If it raises, the
+            connection counts as failed (:class:`rxws.ConnectionFailed`).
+        on_event: Called with each :mod:`rxws.events` event of this connection.
+        on_error: Called with each non-fatal error (:class:`rxws.ParseError`).
+        transport: Which transport opens the connection (``"websockets"``).
+        **connect_kwargs: Passed to ``websockets.asyncio.client.connect``: ``ssl``,
+            ``additional_headers``, ``ping_interval``, ``ping_timeout``, ``max_size``,
+            ``proxy``, ``open_timeout``, ...
+
+    Returns:
+        An Observable that completes when the server closes normally (1000/1001) and
+        errors with :class:`rxws.ConnectionLost` on any other close, with
+        :class:`rxws.HandshakeRejected` when the upgrade is refused, and with
+        :class:`rxws.ConnectionFailed` when no connection could be made. Disposing
+        the subscription closes the socket.
+
+    Raises:
+        ValueError: ``url`` is neither a ws/wss URL nor a callable.
+
+    Example:
+        >>> source = connect("wss://stream.example.com/ws")  # nothing happens yet
+    """
+    _check_url(url)
+    chosen = get_transport(transport)
+    redactor = Redactor(
+        url if isinstance(url, str) else None, connect_kwargs.get("additional_headers")
+    )
+    options = (
+        websockets_options(connect_kwargs, redactor, _wire_log)
+        if chosen.name == "websockets"
+        else connect_kwargs
+    )
+
+    def subscribe(
+        observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "subscribe to rxws.connect(...) from inside a running asyncio event loop "
+                "(for example in an async def run by asyncio.run)"
+            ) from None
+        session = _Session(
+            url, chosen, options, redactor, parse, on_open, on_event, on_error, observer
+        )
+        task = loop.create_task(session.run(), name=f"rxws.connect {session.shown}")
+        _TASKS.add(task)
+        task.add_done_callback(_task_done)
+
+        def dispose() -> None:
+            task.cancel()
+
+        return Disposable(dispose)
+
+    return reactivex.create(subscribe)

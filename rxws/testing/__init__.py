@@ -1,0 +1,21 @@
+"""Real servers on loopback for testing rxws pipelines: the project's own and yours.
+
+Every server here is a real socket on 127.0.0.1 (port 0 picks a free port), started
+and stopped with ``async with``::
+
+    async with DemoExchange() as exchange:
+        async with FaultProxy("127.0.0.1", exchange.port) as proxy:
+            feed = rxws.connect(proxy.url("/stream"))
+            ...
+            proxy.cut()        # the link breaks for real
+
+- :class:`DemoExchange`: a market-data feed with a global sequence number, a
+  Binance-style SUBSCRIBE protocol and fault knobs (drop, refuse, malformed, stall).
+- :class:`FaultProxy`: a TCP proxy that cuts, blackholes or refuses links.
+- :class:`SilentServer`: accepts TCP and never answers (a stuck handshake).
+"""
+
+from .exchange import DEFAULT_SYMBOLS, DemoExchange
+from .proxy import FaultProxy, SilentServer
+
+__all__ = ["DEFAULT_SYMBOLS", "DemoExchange", "FaultProxy", "SilentServer"]

@@ -1,0 +1,200 @@
+"""``FaultProxy``: a TCP proxy on loopback that cuts or blackholes links on demand.
+
+Put it between a client and a server to fail the network for real, below the
+websocket protocol: :meth:`FaultProxy.cut` resets every link (the client sees the TCP
+connection break without a close frame), :meth:`FaultProxy.blackhole` silently drops
+every byte both ways while the sockets stay open (a half-open link that only keepalive
+pings or an idle timeout can detect), :meth:`FaultProxy.refuse` makes new links fail.
+
+``SilentServer`` accepts TCP connections and never answers: a server that never
+completes the opening handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+__all__ = ["FaultProxy", "SilentServer"]
+
+
+class _Link:
+    __slots__ = ("client", "tasks", "upstream")
+
+    def __init__(self, client: asyncio.StreamWriter, upstream: asyncio.StreamWriter) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def abort(self) -> None:
+        for writer in (self.client, self.upstream):
+            writer.transport.abort()
+
+
+class FaultProxy:
+    """Forwards TCP connections from ``127.0.0.1:port`` to ``target_host:target_port``.
+
+    Args:
+        target_host: Where to forward to.
+        target_port: The target's port.
+        host: Address to listen on.
+        port: Port to listen on; 0 picks a free one.
+
+    Attributes:
+        accepted: Links accepted so far.
+    """
+
+    def __init__(
+        self, target_host: str, target_port: int, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.target_host = target_host
+        self.target_port = target_port
+        self.host = host
+        self.port = port
+        self.accepted = 0
+        self._links: set[_Link] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._blackholed = False
+        self._refusing = False
+
+    async def __aenter__(self) -> FaultProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Start listening."""
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def aclose(self) -> None:
+        """Stop listening and reset every link."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        self.cut()
+        pending = [t for link in self._links for t in link.tasks] + list(self._handlers)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    def url(self, path: str = "/stream", scheme: str = "ws") -> str:
+        """The URL that reaches the target through this proxy.
+
+        Args:
+            path: Path (and query) on the target server.
+            scheme: ``ws`` or ``wss``.
+        """
+        return f"{scheme}://{self.host}:{self.port}{path}"
+
+    @property
+    def links(self) -> int:
+        """How many links are open now."""
+        return len(self._links)
+
+    def cut(self) -> None:
+        """Reset every open link (TCP RST both ways, no close frame)."""
+        for link in list(self._links):
+            link.abort()
+
+    def blackhole(self, on: bool = True) -> None:
+        """Drop every byte both ways (``on=False`` forwards again); sockets stay open."""
+        self._blackholed = on
+
+    def refuse(self, on: bool = True) -> None:
+        """Reset new links at once (``on=False`` accepts again)."""
+        self._refusing = on
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        if self._refusing:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(
+                self.target_host, self.target_port
+            )
+        except OSError:
+            writer.transport.abort()
+            return
+        link = _Link(writer, up_writer)
+        self._links.add(link)
+        link.tasks = [
+            asyncio.create_task(self._pump(reader, up_writer)),
+            asyncio.create_task(self._pump(up_reader, writer)),
+        ]
+        try:
+            await asyncio.gather(*link.tasks, return_exceptions=True)
+        finally:
+            self._links.discard(link)
+            for w in (writer, up_writer):
+                w.transport.abort()
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                if self._blackholed:
+                    continue
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            # Half-close is not modelled: the end of one direction ends the link.
+            writer.transport.abort()
+
+
+class SilentServer:
+    """Accepts TCP connections on loopback and never sends a byte.
+
+    Args:
+        host: Address to listen on.
+        port: Port to listen on; 0 picks a free one.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.accepted = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    @property
+    def url(self) -> str:
+        """A ws:// URL pointing at this server."""
+        return f"ws://{self.host}:{self.port}/"
+
+    async def __aenter__(self) -> SilentServer:
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        if server is not None:
+            await server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self._writers.append(writer)
