@@ -23,7 +23,13 @@ MASK = "***"
 
 # Path segments that look like tokens (Binance puts its listen key in the path).
 _TOKEN_SEGMENT = re.compile(r"^[A-Za-z0-9_\-.~=+]{32,}$")
-_SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
+# Header lines in logs keep their value only for these protocol headers; every other
+# header's value (API keys, tokens, cookies, ...) is blanked.
+_PLAIN_HEADERS = frozenset({
+    "host", "upgrade", "connection", "user-agent", "server", "date", "content-length",
+    "content-type", "sec-websocket-version", "sec-websocket-extensions",
+    "sec-websocket-accept", "sec-websocket-protocol", "origin",
+})
 _MIN_SECRET = 4  # shorter values are not blanked inside free text (too many false hits)
 
 
@@ -146,14 +152,14 @@ class Redactor:
 
 
 _QUERY_VALUE = re.compile(r"([?&][^=\s&#?/]+=)(?!\*\*\*)[^&\s#'\"]*")
-_HEADER_LINE = re.compile(r"^([<>] ?)?([A-Za-z0-9-]+): (.*)$", re.MULTILINE)
+_HEADER_LINE = re.compile(r"^([<>] )([A-Za-z0-9-]+): (.*)$", re.MULTILINE)
 
 
 def _redact_header_lines(text: str) -> str:
     def fix(match: re.Match[str]) -> str:
-        if match.group(2).lower() in _SENSITIVE_HEADERS:
-            return f"{match.group(1) or ''}{match.group(2)}: {MASK}"
-        return match.group(0)
+        if match.group(2).lower() in _PLAIN_HEADERS:
+            return match.group(0)
+        return f"{match.group(1) or ''}{match.group(2)}: {MASK}"
 
     return _HEADER_LINE.sub(fix, text)
 

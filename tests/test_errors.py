@@ -1,0 +1,44 @@
+"""The exception tree: each error says what happened and what to do."""
+
+from __future__ import annotations
+
+import rxws
+from rxws import errors
+
+
+def test_every_error_is_exported_and_under_the_base() -> None:
+    for name in errors.__all__:
+        obj = getattr(errors, name)
+        if isinstance(obj, type):
+            assert issubclass(obj, rxws.RxwsError)
+            assert getattr(rxws, name) is obj
+
+
+def test_handshake_rejected_names_status_and_advice() -> None:
+    e = rxws.HandshakeRejected("ws://h/x?k=***", 401)
+    assert e.status == 401 and "HTTP 401" in str(e) and "retrying will not help" in str(e)
+    assert "reconnect retries" in str(rxws.HandshakeRejected("ws://h/", 503))
+    assert isinstance(e, rxws.ConnectionFailed)
+
+
+def test_connection_lost_carries_the_code() -> None:
+    e = rxws.ConnectionLost(1011, "boom")
+    assert e.code == 1011 and "1011" in str(e) and "boom" in str(e)
+    assert rxws.ConnectionLost(None).code is None
+
+
+def test_reconnect_exhausted_chains_the_last_error() -> None:
+    last = rxws.ConnectionFailed("ws://h/", "refused")
+    e = rxws.ReconnectExhausted(3, last)
+    assert e.__cause__ is last and e.attempts == 3 and "3 failed attempts" in str(e)
+
+
+def test_idle_timeout_is_a_connection_loss() -> None:
+    e = rxws.IdleTimeout(2.5)
+    assert isinstance(e, rxws.ConnectionLost) and "2.5 s" in str(e)
+
+
+def test_overflow_and_closed_say_what_to_do() -> None:
+    assert "drop_oldest" in str(rxws.StreamOverflow(10))
+    assert "closed" in str(rxws.StreamClosed())
+    assert "rxws[picows]" in str(rxws.TransportUnavailable("picows", "picows"))
