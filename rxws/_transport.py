@@ -31,7 +31,14 @@ from websockets.protocol import State
 from ._redact import RedactingLogger, Redactor
 from .errors import CertificateError, ConnectionFailed, ConnectionLost, HandshakeRejected
 
-__all__ = ["FrameHandler", "Link", "Transport", "WebsocketsTransport", "get_transport"]
+__all__ = [
+    "FrameHandler",
+    "Link",
+    "Transport",
+    "WebsocketsTransport",
+    "connection_is_open",
+    "get_transport",
+]
 
 FrameHandler = Callable[[Any], None]
 """Receives each frame's payload (``str`` for text, ``bytes`` for binary)."""
@@ -77,6 +84,15 @@ class Transport(Protocol):
         """Adopt an open connection (anything with async ``recv``, ``send`` and ``close``)."""
 
 
+def connection_is_open(connection: Any) -> bool:
+    """Whether a websockets connection (or look-alike) can still send."""
+    state = getattr(connection, "state", None)
+    if state is not None:
+        return bool(state is State.OPEN)
+    closed = getattr(connection, "closed", None)
+    return closed is False
+
+
 def lost_from_closed(exc: ConnectionClosed, redactor: Redactor) -> ConnectionLost:
     """The :class:`ConnectionLost` for a websockets ``ConnectionClosed``."""
     frame = exc.rcvd or exc.sent
@@ -100,11 +116,7 @@ class WebsocketsLink:
 
     @property
     def is_open(self) -> bool:
-        state = getattr(self._conn, "state", None)
-        if state is not None:
-            return bool(state is State.OPEN)
-        closed = getattr(self._conn, "closed", None)
-        return closed is False
+        return connection_is_open(self._conn)
 
     async def run(self, on_frame: FrameHandler) -> None:
         recv = self._conn.recv

@@ -161,6 +161,7 @@ class _Session:
         observer = self.observer
         self._event(Connecting(self.shown))
         outcome: Exception | None = None
+        cancelled = False
         try:
             self.link = link = await self._open()
             if self.on_open is not None:
@@ -175,13 +176,17 @@ class _Session:
             self._event(Connected(self.shown))
             await link.run(self._frame_handler())
         except asyncio.CancelledError:
-            self._event(Disconnected("closed by the subscriber"))
+            cancelled = True
             raise
         except Exception as exc:
             outcome = exc
         finally:
-            if self.link is not None:
-                await self.link.close()
+            try:
+                if self.link is not None:
+                    await self.link.close()
+            finally:
+                if cancelled:
+                    self._event(Disconnected("closed by the subscriber"))
         if self.failed_in_burst:
             self._burst_over()
         if outcome is None:
