@@ -1,0 +1,517 @@
+"""Observable <-> async iterator: ``async for`` over an Observable, and back.
+
+::
+
+    source ──a──b──c──d──|          source.pipe(to_async_iterable(maxsize=2))
+              buffer [a b]          ``async for`` drains the buffer, in order;
+    async for: a, b, c, d, (end)    completion ends the loop once the buffer is empty
+
+    source ──a──b──c──X             an error is raised from ``__anext__``
+    async for: a, b, c, raise X     after the buffered items were delivered
+
+:func:`to_async_iterable` subscribes at once and buffers into a bounded deque; when the
+buffer is full, the ``overflow`` policy decides what happens, and nothing is ever lost
+without a trace: ``"error"`` ends the stream with :class:`rxws.StreamOverflow`, the
+drop policies count what they drop in :attr:`AsyncStream.dropped`.
+
+:func:`from_async_iterable` turns an async iterable into an Observable whose every
+subscription iterates it in a task on the running loop.
+
+Everything runs on one asyncio loop: items must be pushed from that loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import warnings
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator
+from types import TracebackType
+from typing import Any, Generic, Literal, TypeVar, get_args
+
+import reactivex
+from reactivex import abc
+from reactivex.disposable import Disposable
+
+from .errors import StreamOverflow
+
+__all__ = ["AsyncStream", "Overflow", "from_async_iterable", "to_async_iterable"]
+
+log = logging.getLogger("rxws.bridge")
+
+T = TypeVar("T")
+
+Overflow = Literal["error", "drop_oldest", "drop_newest", "unbounded"]
+"""What an :class:`AsyncStream` does with an item that arrives while its buffer is full."""
+
+_OVERFLOWS: tuple[str, ...] = get_args(Overflow)
+
+# Strong references to running iteration tasks, so none is garbage-collected mid-flight.
+_TASKS: set[asyncio.Task[None]] = set()
+
+
+def _check_args(maxsize: object, overflow: object) -> None:
+    if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+        raise ValueError(
+            f"maxsize must be an int >= 1 (the most items buffered before the overflow "
+            f'policy applies; overflow="unbounded" lifts the limit), got {maxsize!r}'
+        )
+    if overflow not in _OVERFLOWS:
+        raise ValueError(
+            f"overflow must be one of {', '.join(repr(o) for o in _OVERFLOWS)}, got {overflow!r}"
+        )
+
+
+class _Closed:
+    """The already-finished awaitable that :meth:`AsyncStream.close` returns."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # makes this a generator that finishes at once
+
+    def __repr__(self) -> str:
+        return "<closed>"
+
+
+_CLOSED = _Closed()
+
+
+class _Sink(Generic[T]):
+    """The observer side of an :class:`AsyncStream`: the buffer and the consumer's waiter.
+
+    Kept apart from the stream so that the upstream holds only the sink: a stream the
+    user lets go of is collected (and its subscription disposed) even while its source
+    is alive.
+    """
+
+    __slots__ = (
+        "buffer",
+        "done",
+        "dropped",
+        "error",
+        "limit",
+        "maxsize",
+        "overflow",
+        "subscription",
+        "waiter",
+    )
+
+    def __init__(self, maxsize: int, overflow: Overflow) -> None:
+        self.buffer: deque[T] = deque()
+        self.maxsize = maxsize
+        self.overflow = overflow
+        # Items are appended while len(buffer) < limit; -1 sends every item to _full.
+        self.limit = sys.maxsize if overflow == "unbounded" else maxsize
+        self.waiter: asyncio.Future[None] | None = None
+        self.dropped = 0
+        self.done = False
+        self.error: BaseException | None = None
+        self.subscription: abc.DisposableBase | None = None
+
+    # Hot path: called once per item, inside the upstream's on_next.
+    def on_next(self, item: T) -> None:
+        buffer = self.buffer
+        if len(buffer) < self.limit:
+            buffer.append(item)
+            waiter = self.waiter
+            if waiter is not None:
+                self.waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+        else:
+            self._full(item)
+
+    def _full(self, item: T) -> None:
+        if self.done or self.limit < 0:
+            return  # ended or closed: late items (during a synchronous subscribe) go nowhere
+        overflow = self.overflow
+        self.dropped += 1
+        if overflow == "drop_oldest":
+            buffer = self.buffer
+            buffer.popleft()
+            buffer.append(item)
+        elif overflow == "error":
+            self.limit = -1
+            self._end(StreamOverflow(self.maxsize))
+            self.unsubscribe()
+        # "drop_newest": the item is not kept; it was counted above.
+
+    def on_error(self, error: Exception) -> None:
+        self._end(error)
+
+    def on_completed(self) -> None:
+        self._end(None)
+
+    def _end(self, error: BaseException | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.error = error
+        self.wake()
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def unsubscribe(self) -> None:
+        subscription, self.subscription = self.subscription, None
+        if subscription is not None:
+            subscription.dispose()
+
+
+class AsyncStream(AsyncIterator[T]):
+    """An Observable's items as an async iterator, through a bounded buffer.
+
+    Usually made with ``observable.pipe(rxws.to_async_iterable(...))``. It subscribes to
+    ``source`` at once and buffers what arrives until it is read with ``async for`` (or
+    ``await stream.__anext__()``). One consumer at a time: a second task waiting on the
+    same empty stream gets ``RuntimeError``.
+
+    When an item arrives and ``maxsize`` items are already buffered, ``overflow`` decides:
+
+    - ``"error"``: the item is dropped (and counted), the upstream subscription is
+      disposed, and once the items already buffered have been read, ``__anext__``
+      raises :class:`rxws.StreamOverflow`. Nothing is lost silently.
+    - ``"drop_oldest"``: the oldest buffered item makes room for the new one.
+    - ``"drop_newest"``: the new item is dropped.
+    - ``"unbounded"``: no limit (``maxsize`` is not enforced); memory grows as long as
+      the consumer lags. An explicit opt-in.
+
+    Dropped items are counted in :attr:`dropped`. When the source completes, iteration
+    ends after the buffer is drained; when it errors, the error is raised from
+    ``__anext__`` after the buffer is drained (once; the stream then ends).
+
+    :meth:`close` (sync) and :meth:`aclose` (async) are idempotent: they dispose the
+    upstream subscription, clear the buffer and end the iteration, also for a consumer
+    that is waiting in ``__anext__`` at that moment (from another task). ``async with``
+    closes on exit. A stream dropped while still subscribed and never closed emits a
+    ``ResourceWarning`` and disposes its subscription when it is garbage-collected.
+
+    The stream can be created outside a running loop (a synchronous source fills it
+    right away); the loop is looked up when the consumer first has to wait. Items must
+    be pushed from that loop's thread.
+
+    Args:
+        source: The Observable to subscribe to.
+        maxsize: The most items buffered before ``overflow`` applies (an int >= 1).
+        overflow: ``"error"``, ``"drop_oldest"``, ``"drop_newest"`` or ``"unbounded"``.
+
+    Raises:
+        ValueError: ``maxsize`` is not an int >= 1, or ``overflow`` is not one of the four.
+
+    Example:
+        >>> async def main(feed):
+        ...     async with feed.pipe(to_async_iterable(maxsize=1000)) as stream:
+        ...         async for message in stream:
+        ...             print(message)
+    """
+
+    def __init__(
+        self,
+        source: reactivex.Observable[T],
+        maxsize: int = 10_000,
+        overflow: Overflow = "error",
+    ) -> None:
+        _check_args(maxsize, overflow)
+        self._closed = False
+        self._sink: _Sink[T] = _Sink(maxsize, overflow)
+        self._buffer = self._sink.buffer  # the consumer's fast path reads it directly
+        sink = self._sink
+        subscription = source.subscribe(sink.on_next, sink.on_error, sink.on_completed)
+        sink.subscription = subscription
+        if sink.done:  # ended while subscribing: let go at once
+            sink.unsubscribe()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def maxsize(self) -> int:
+        """The buffer size the stream was made with (not enforced when unbounded)."""
+        return self._sink.maxsize
+
+    @property
+    def overflow(self) -> Overflow:
+        """The overflow policy (see :class:`AsyncStream` for what each one does)."""
+        return self._sink.overflow
+
+    @property
+    def dropped(self) -> int:
+        """How many items were dropped because the buffer was full."""
+        return self._sink.dropped
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` or :meth:`aclose` was called."""
+        return self._closed
+
+    def __len__(self) -> int:
+        """How many items are buffered, waiting to be read."""
+        return len(self._buffer)
+
+    def __repr__(self) -> str:
+        sink = self._sink
+        if self._closed:
+            state = "closed"
+        elif not sink.done:
+            state = "open"
+        elif sink.error is None:
+            state = "completed"
+        else:
+            state = f"ended with {type(sink.error).__name__}"
+        return (
+            f"<AsyncStream {state} buffered={len(self._buffer)} maxsize={sink.maxsize} "
+            f"overflow={sink.overflow!r} dropped={sink.dropped}>"
+        )
+
+    # ------------------------------------------------------------------ iteration
+
+    def __aiter__(self) -> AsyncStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        buffer = self._buffer
+        if buffer:
+            return buffer.popleft()
+        return await self._wait()
+
+    async def _wait(self) -> T:
+        sink = self._sink
+        buffer = self._buffer
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            if buffer:
+                return buffer.popleft()
+            if sink.done:
+                error, sink.error = sink.error, None
+                if error is None:
+                    raise StopAsyncIteration
+                raise error
+            if sink.waiter is not None and not sink.waiter.done():
+                raise RuntimeError(
+                    "another task is already waiting on this AsyncStream; a stream has one "
+                    "consumer (pipe the Observable into one stream per consumer)"
+                )
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            sink.waiter = waiter
+            try:
+                await waiter
+            finally:
+                if sink.waiter is waiter:
+                    sink.waiter = None
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> Awaitable[None]:
+        """Dispose the upstream subscription, drop the buffer and end the iteration.
+
+        Idempotent. A consumer waiting in ``__anext__`` wakes up and its iteration ends
+        (``StopAsyncIteration``). Sync, so it can be called from anywhere on the loop;
+        it returns an already-finished awaitable, so ``await stream.close()`` (the
+        AsyncWebsocketStreamInterface spelling) works too.
+
+        Returns:
+            An awaitable that is already done.
+        """
+        if not self._closed:
+            self._closed = True
+            sink = self._sink
+            sink.limit = -1
+            self._buffer.clear()
+            sink.error = None
+            sink.unsubscribe()
+            sink.wake()
+        return _CLOSED
+
+    async def aclose(self) -> None:
+        """Like :meth:`close`, as a coroutine (idempotent)."""
+        self.close()
+
+    async def __aenter__(self) -> AsyncStream[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        sink: _Sink[T] | None = getattr(self, "_sink", None)
+        if sink is None or self._closed or sink.done or sink.subscription is None:
+            return
+        warnings.warn(
+            f"unclosed {self!r}: call close() or aclose(), or use 'async with'",
+            ResourceWarning,
+            stacklevel=1,
+            source=self,
+        )
+        try:
+            sink.limit = -1
+            sink.unsubscribe()
+        except Exception:
+            log.debug("disposing an unclosed AsyncStream's subscription failed", exc_info=True)
+
+
+def to_async_iterable(
+    maxsize: int = 10_000, overflow: Overflow = "error"
+) -> Callable[[reactivex.Observable[T]], AsyncStream[T]]:
+    """Turn an Observable into an :class:`AsyncStream` for ``async for``.
+
+    Pipeable: ``observable.pipe(rxws.to_async_iterable())``. Applying it subscribes at
+    once and buffers up to ``maxsize`` items; see :class:`AsyncStream` for the
+    ``overflow`` policies, completion, errors and closing.
+
+    ::
+
+        source ──a──b──c──|       async for x in source.pipe(to_async_iterable()):
+        yields    a  b  c  (end)
+
+    Args:
+        maxsize: The most items buffered before ``overflow`` applies (an int >= 1).
+        overflow: When the buffer is full: ``"error"`` (end the stream with
+            :class:`rxws.StreamOverflow` after the buffered items), ``"drop_oldest"``,
+            ``"drop_newest"``, or ``"unbounded"`` (no limit).
+
+    Returns:
+        A function from an Observable to a subscribed :class:`AsyncStream`.
+
+    Raises:
+        ValueError: ``maxsize`` is not an int >= 1, or ``overflow`` is not one of the four.
+
+    Example:
+        >>> async def main():
+        ...     async with rxws.connect(url).pipe(rxws.to_async_iterable()) as stream:
+        ...         async for message in stream:
+        ...             ...
+    """
+    _check_args(maxsize, overflow)
+
+    def to_stream(source: reactivex.Observable[T]) -> AsyncStream[T]:
+        return AsyncStream(source, maxsize, overflow)
+
+    return to_stream
+
+
+async def _close_iterator(iterator: AsyncIterator[Any]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception:
+        log.warning("closing the async iterator raised; ignored", exc_info=True)
+
+
+def _task_done(task: asyncio.Task[None]) -> None:
+    _TASKS.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("an async-iterable task failed", exc_info=task.exception())
+
+
+def from_async_iterable(aiter: AsyncIterable[T]) -> reactivex.Observable[T]:
+    """An Observable of an async iterable's items.
+
+    Each subscription calls ``aiter.__aiter__()`` and iterates it in a task on the
+    running loop, pushing every item to the observer; the end of the iteration completes
+    the Observable and an exception errors it. Disposing the subscription stops the
+    iteration (cancelling the task if it is waiting for the next item) and calls the
+    iterator's ``aclose()`` when it has one, so an async generator's ``finally`` runs.
+    An observer that raises in ``on_next`` gets the exception in ``on_error``, and the
+    iteration stops.
+
+    An async generator object can be iterated only once; for an Observable that can be
+    subscribed again, pass an object whose ``__aiter__`` starts afresh each time.
+
+    ::
+
+        async gen: yield a, yield b, return      from_async_iterable(gen)
+                                                 ──a──b──|
+
+    Args:
+        aiter: An async iterable (anything with ``__aiter__``), such as an async
+            generator or an :class:`AsyncStream`.
+
+    Returns:
+        An Observable that must be subscribed to inside a running asyncio loop.
+
+    Raises:
+        TypeError: ``aiter`` is not an async iterable.
+    """
+    if not callable(getattr(aiter, "__aiter__", None)):
+        hint = (
+            "; for a plain iterable use reactivex.from_iterable"
+            if callable(getattr(aiter, "__iter__", None))
+            else ""
+        )
+        raise TypeError(
+            "from_async_iterable needs an async iterable (an object with __aiter__, such as "
+            f"an async generator), got {type(aiter).__name__}{hint}"
+        )
+
+    def subscribe(
+        observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "subscribe to rxws.from_async_iterable(...) from inside a running asyncio "
+                "event loop (for example in an async def run by asyncio.run)"
+            ) from None
+        stopped = False
+
+        async def pump() -> None:
+            iterator = aiter.__aiter__()
+            finished = False
+            try:
+                while not stopped:
+                    try:
+                        item = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        finished = True
+                        observer.on_completed()
+                        return
+                    except Exception as exc:
+                        finished = True
+                        observer.on_error(exc)
+                        return
+                    try:
+                        observer.on_next(item)
+                    except Exception as exc:
+                        log.warning(
+                            "an observer of from_async_iterable raised in on_next; "
+                            "stopping the iteration",
+                            exc_info=True,
+                        )
+                        observer.on_error(exc)
+                        return
+            finally:
+                if not finished:
+                    await _close_iterator(iterator)
+
+        task = loop.create_task(pump(), name="rxws.from_async_iterable")
+        _TASKS.add(task)
+        task.add_done_callback(_task_done)
+
+        def dispose() -> None:
+            nonlocal stopped
+            stopped = True
+            # From inside the task (an on_next that disposes), the flag is enough: the
+            # loop stops after this item and closes the iterator without a cancellation
+            # interrupting its cleanup.
+            if not task.done() and task is not asyncio.current_task(loop):
+                task.cancel()
+
+        return Disposable(dispose)
+
+    return reactivex.create(subscribe)
