@@ -349,17 +349,14 @@ class AsyncStream(AsyncIterator[T]):
         sink: _Sink[T] | None = getattr(self, "_sink", None)
         if sink is None or self._closed or sink.done or sink.subscription is None:
             return
-        warnings.warn(
-            f"unclosed {self!r}: call close() or aclose(), or use 'async with'",
-            ResourceWarning,
-            stacklevel=1,
-            source=self,
-        )
+        message = f"unclosed {self!r}: call close() or aclose(), or use 'async with'"
+        # Let go first, so the source is released even where warnings are errors.
         try:
             sink.limit = -1
             sink.unsubscribe()
         except Exception:
             log.debug("disposing an unclosed AsyncStream's subscription failed", exc_info=True)
+        warnings.warn(message, ResourceWarning, stacklevel=1, source=self)
 
 
 def to_async_iterable(

@@ -403,6 +403,16 @@ async def test_a_never_closed_stream_warns_and_lets_go_of_its_source() -> None:
     assert not source.subject.observers
 
 
+async def test_a_forgotten_stream_over_a_connection_releases_the_socket() -> None:
+    async with DemoExchange() as exchange:
+        streams = [rxws.connect(exchange.url).pipe(to_async_iterable())]
+        await wait_until(lambda: len(streams[0]) >= 2)
+        with pytest.warns(ResourceWarning, match="unclosed"):
+            streams.clear()
+            gc.collect()
+        await exchange.wait_for(lambda: exchange.open_connections == 0)
+
+
 async def test_a_finished_or_closed_stream_does_not_warn() -> None:
     subject: Subject[int] = Subject()
     completed = subject.pipe(to_async_iterable())
