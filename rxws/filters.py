@@ -110,7 +110,7 @@ def _accept_all(msg: Any) -> bool:
 class _Clause(Generic[T]):
     """One dict of one registered filter list."""
 
-    __slots__ = ("anchor", "handle", "pairs", "simple", "target")
+    __slots__ = ("anchor", "handle", "multi", "pairs", "simple", "target")
 
     def __init__(
         self,
@@ -118,11 +118,14 @@ class _Clause(Generic[T]):
         target: T,
         pairs: tuple[tuple[Any, Any], ...],
         anchor: tuple[Any, Any] | None,
+        multi: bool,
     ) -> None:
         self.handle = handle
         self.target = target
         self.pairs = pairs
         self.anchor = anchor
+        # True when its filter list has other dicts too, so it may match twice.
+        self.multi = multi
         # True when finding the clause by its anchor pair already proves the match.
         # NaN-like values are found by identity in a dict but never equal themselves,
         # so such a clause is always checked in full.
@@ -135,6 +138,23 @@ def _hashable(value: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable value equal to the unhashable ``value``; ``TypeError`` if none can be.
+
+    Among the builtins, an unhashable value can equal a hashable one only through sets
+    (``{1} == frozenset({1})``), also inside tuples. Lists and dicts equal no hashable
+    builtin, so a message value holding one cannot match a hashable filter value.
+    """
+    if isinstance(value, (set, frozenset)):
+        return frozenset(value)
+    if isinstance(value, tuple):
+        return tuple(item if _hashable(item) else _frozen(item) for item in value)
+    raise TypeError(f"no hashable equivalent of {type(value).__name__}")
+
+
+_Bucket = dict[int, _Clause[T]]
 
 
 class FilterIndex(Generic[T]):
@@ -164,10 +184,13 @@ class FilterIndex(Generic[T]):
         self._next = 0
         self._all: dict[int, T] = {}  # empty filter list: every message
         self._any_mapping: dict[int, T] = {}  # a filter list holding {}: every mapping
-        self._by_key: dict[Any, dict[Any, list[_Clause[T]]]] = {}
-        self._fallback: list[_Clause[T]] = []
+        # key -> value -> handle -> clause; dicts keep insertion order and remove in O(1)
+        self._by_key: dict[Any, dict[Any, _Bucket[T]]] = {}
+        self._fallback: _Bucket[T] = {}
         self._clauses: dict[int, list[_Clause[T]]] = {}
+        # Cached target lists, rebuilt on the first lookup after a change.
         self._all_view: list[T] | None = []
+        self._mapping_view: list[T] | None = []
         self._only_all = True
 
     def __len__(self) -> int:
@@ -194,15 +217,17 @@ class FilterIndex(Generic[T]):
         elif any(not pairs for pairs in compiled):
             self._any_mapping[handle] = target
         else:
+            multi = len(compiled) > 1
             clauses = []
             for pairs in compiled:
                 anchor = next(((k, v) for k, v in pairs if _hashable(v)), None)
-                clause = _Clause(handle, target, pairs, anchor)
+                clause = _Clause(handle, target, pairs, anchor, multi)
                 if anchor is None:
-                    self._fallback.append(clause)
+                    self._fallback[id(clause)] = clause
                 else:
                     key, value = anchor
-                    self._by_key.setdefault(key, {}).setdefault(value, []).append(clause)
+                    by_value = self._by_key.setdefault(key, {})
+                    by_value.setdefault(value, {})[id(clause)] = clause
                 clauses.append(clause)
             self._clauses[handle] = clauses
         self._refresh()
@@ -219,12 +244,12 @@ class FilterIndex(Generic[T]):
         ):
             for clause in self._clauses.pop(handle, ()):
                 if clause.anchor is None:
-                    self._fallback.remove(clause)
+                    del self._fallback[id(clause)]
                     continue
                 key, value = clause.anchor
                 by_value = self._by_key[key]
                 bucket = by_value[value]
-                bucket.remove(clause)
+                del bucket[id(clause)]
                 if not bucket:
                     del by_value[value]
                     if not by_value:
@@ -232,7 +257,9 @@ class FilterIndex(Generic[T]):
         self._refresh()
 
     def _refresh(self) -> None:
-        self._all_view = None  # rebuilt on the next lookup, so adding n lists is O(n)
+        # Rebuilt on the next lookup, so adding or removing n lists costs O(n).
+        self._all_view = None
+        self._mapping_view = None
         self._only_all = not (self._any_mapping or self._clauses)
 
     def lookup(self, msg: Any) -> list[T]:
@@ -250,26 +277,53 @@ class FilterIndex(Generic[T]):
             if view is None:
                 view = self._all_view = list(self._all.values())
             return view.copy()
-        found: dict[int, T] = dict(self._all)
-        found.update(self._any_mapping)
-        for key, by_value in self._by_key.items():
-            value = msg.get(key, _MISSING)
-            if value is _MISSING:
-                continue
+        found = self._mapping_view
+        if found is None:
+            found = self._mapping_view = [*self._all.values(), *self._any_mapping.values()]
+        found = found.copy()
+        seen: set[int] | None = None  # handles of multi-dict lists already found
+        by_key = self._by_key
+        # Walk whichever side is smaller: the message's keys or the filters' keys.
+        if type(msg) is dict and len(msg) < len(by_key):
+            pairs: Iterable[tuple[Any, Any]] = msg.items()
+            from_msg = True
+        else:
+            pairs = by_key.items()
+            from_msg = False
+        for key, other in pairs:
+            if from_msg:
+                value, by_value = other, by_key.get(key)
+                if by_value is None:
+                    continue
+            else:
+                value, by_value = msg.get(key, _MISSING), other
+                if value is _MISSING:
+                    continue
             try:
                 bucket = by_value.get(value)
             except TypeError:
-                # An unhashable message value can equal a hashable filter value only
-                # for set/frozenset among the builtins.
-                if not isinstance(value, (set, frozenset)):
-                    continue
-                bucket = by_value.get(frozenset(value))
+                try:
+                    bucket = by_value.get(_frozen(value))
+                except TypeError:
+                    continue  # a list or dict equals no hashable filter value
             if bucket is None:
                 continue
-            for clause in bucket:
+            for clause in bucket.values():
                 if clause.simple or _clause_matches(clause.pairs, msg):
-                    found[clause.handle] = clause.target
-        for clause in self._fallback:
-            if clause.handle not in found and _clause_matches(clause.pairs, msg):
-                found[clause.handle] = clause.target
-        return list(found.values())
+                    if clause.multi:
+                        if seen is None:
+                            seen = set()
+                        elif clause.handle in seen:
+                            continue
+                        seen.add(clause.handle)
+                    found.append(clause.target)
+        for clause in self._fallback.values():
+            if _clause_matches(clause.pairs, msg):
+                if clause.multi:
+                    if seen is None:
+                        seen = set()
+                    elif clause.handle in seen:
+                        continue
+                    seen.add(clause.handle)
+                found.append(clause.target)
+        return found
