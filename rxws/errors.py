@@ -40,6 +40,7 @@ __all__ = [
     "StreamOverflow",
     "SubscriberError",
     "TransportUnavailable",
+    "is_retryable",
 ]
 
 
@@ -247,3 +248,30 @@ class TransportUnavailable(RxwsError):
             f"the {name!r} transport is not installed; install it with "
             f"pip install 'rxws[{extra}]'"
         )
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether reconnecting can be expected to cure ``error``.
+
+    The default ``retryable`` policy of :func:`rxws.ops.reconnect`.
+
+    Args:
+        error: What the connection failed with.
+
+    Returns:
+        ``True`` for :class:`ConnectionFailed` and :class:`ConnectionLost` (including
+        :class:`IdleTimeout`); ``False`` for :class:`HandshakeRejected` with a 4xx
+        status other than 408 (timeout) and 429 (too many requests), for
+        :class:`CertificateError`, and for anything else (bugs are not retried).
+
+    Example:
+        >>> is_retryable(HandshakeRejected("wss://x.io/ws", 503))
+        True
+        >>> is_retryable(HandshakeRejected("wss://x.io/ws", 401))
+        False
+    """
+    if isinstance(error, CertificateError):
+        return False
+    if isinstance(error, HandshakeRejected):
+        return not (400 <= error.status < 500 and error.status not in (408, 429))
+    return isinstance(error, (ConnectionFailed, ConnectionLost))
