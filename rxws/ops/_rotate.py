@@ -97,7 +97,8 @@ class _Rotation(Generic[_T]):
         self.candidate: _Leg | None = None
         # The primary is a connection the when-callable has not been asked about yet.
         self.fresh_primary = True
-        # The rotation under way was asked for by ``when`` (retried if it fails).
+        # ``when`` asked for a rotation that has not happened yet: retried if the
+        # rotation under way is abandoned.
         self.asked_by_when = False
         self.last_msg: Any = _NOTHING  # the primary's last message (dedupe only)
         # Overlap memory (dedupe only): ids the primary delivered, the last of them,
@@ -254,7 +255,9 @@ class _Rotation(Generic[_T]):
 
     def _trigger(self, what: str) -> None:
         if self.mode != _NORMAL:
-            log.debug("rotate: %s fired while a rotation is under way; ignored", what)
+            log.debug("rotate: %s fired while a rotation is under way", what)
+            if what == "when" and self.mode == _OVERLAP:
+                self.asked_by_when = True
             return
         log.debug("rotate: %s fired; subscribing a new connection", what)
         self.asked_by_when = what == "when"
@@ -384,11 +387,14 @@ class _Rotation(Generic[_T]):
         if self.mode != _SWITCHING:
             return
         if catch_up and self.primary_ids:
-            # Keep the old primary's ids until the new one has passed them (or the
-            # overlap timer runs out).
+            # Keep the old primary's ids until the new one has passed them, or for
+            # overlap_timeout at most.
             self.mode = _CATCHUP
             self.buffered = []
             self.buffered_ids = set()
+            self.overlap_timer.disposable = self.scheduler.schedule_relative(
+                self.overlap_timeout, self._on_overlap_timeout
+            )
         else:
             self._enter_normal()
 
@@ -481,11 +487,16 @@ def rotate(
     that delivered nothing is abandoned (the old one stays), otherwise it takes over
     and what it held back that was not delivered is flushed. If the new subscription
     errors or completes during the overlap it is abandoned; if the old one does, the
-    new one takes over at once. Outside an overlap, errors and completions pass on:
-    put :func:`rxws.ops.reconnect` after ``rotate`` to survive them.
+    new one takes over at once (and, with ``dedupe``, skips for up to
+    ``overlap_timeout`` the ids the old one already delivered). Outside an overlap,
+    errors and completions pass on: put :func:`rxws.ops.reconnect` after ``rotate``
+    to survive them.
 
-    Triggers that fire while a rotation is under way are ignored (that rotation
-    covers them). ``every`` counts from the last switch (or abandoned attempt).
+    Triggers that fire while a rotation is under way are covered by it. ``every``
+    counts from the last switch (or abandoned attempt). A rotation that ``when`` asked
+    for and that was abandoned is tried again ``overlap_timeout`` seconds later, until
+    one succeeds; the async callable is called once for each connection that takes
+    over (and for the first one).
 
     Args:
         every: Rotate this many seconds after the last switch.
