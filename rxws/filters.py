@@ -154,7 +154,31 @@ def _frozen(value: Any) -> Any:
     raise TypeError(f"no hashable equivalent of {type(value).__name__}")
 
 
-_Bucket = dict[int, _Clause[T]]
+class _Bucket(Generic[T]):
+    """The clauses filed under one key/value pair, with a cached split for lookups."""
+
+    __slots__ = ("checked", "clauses", "direct")
+
+    def __init__(self) -> None:
+        self.clauses: dict[int, _Clause[T]] = {}  # keeps order, removes in O(1)
+        # Targets that the pair alone proves (one-pair dicts of one-dict lists), and
+        # clauses that need a full check or de-duplication; None when stale.
+        self.direct: tuple[T, ...] | None = ()
+        self.checked: tuple[_Clause[T], ...] = ()
+
+    def add(self, clause: _Clause[T]) -> None:
+        self.clauses[id(clause)] = clause
+        self.direct = None
+
+    def discard(self, clause: _Clause[T]) -> None:
+        del self.clauses[id(clause)]
+        self.direct = None
+
+    def split(self) -> tuple[T, ...]:
+        clauses = self.clauses.values()
+        self.checked = tuple(c for c in clauses if c.multi or not c.simple)
+        direct = self.direct = tuple(c.target for c in clauses if c.simple and not c.multi)
+        return direct
 
 
 class FilterIndex(Generic[T]):
@@ -184,9 +208,8 @@ class FilterIndex(Generic[T]):
         self._next = 0
         self._all: dict[int, T] = {}  # empty filter list: every message
         self._any_mapping: dict[int, T] = {}  # a filter list holding {}: every mapping
-        # key -> value -> handle -> clause; dicts keep insertion order and remove in O(1)
-        self._by_key: dict[Any, dict[Any, _Bucket[T]]] = {}
-        self._fallback: _Bucket[T] = {}
+        self._by_key: dict[Any, dict[Any, _Bucket[T]]] = {}  # key -> value -> bucket
+        self._fallback: _Bucket[T] = _Bucket()  # dicts with no hashable value
         self._clauses: dict[int, list[_Clause[T]]] = {}
         # Cached target lists, rebuilt on the first lookup after a change.
         self._all_view: list[T] | None = []
@@ -223,11 +246,14 @@ class FilterIndex(Generic[T]):
                 anchor = next(((k, v) for k, v in pairs if _hashable(v)), None)
                 clause = _Clause(handle, target, pairs, anchor, multi)
                 if anchor is None:
-                    self._fallback[id(clause)] = clause
+                    self._fallback.add(clause)
                 else:
                     key, value = anchor
                     by_value = self._by_key.setdefault(key, {})
-                    by_value.setdefault(value, {})[id(clause)] = clause
+                    bucket = by_value.get(value)
+                    if bucket is None:
+                        bucket = by_value[value] = _Bucket()
+                    bucket.add(clause)
                 clauses.append(clause)
             self._clauses[handle] = clauses
         self._refresh()
@@ -244,13 +270,13 @@ class FilterIndex(Generic[T]):
         ):
             for clause in self._clauses.pop(handle, ()):
                 if clause.anchor is None:
-                    del self._fallback[id(clause)]
+                    self._fallback.discard(clause)
                     continue
                 key, value = clause.anchor
                 by_value = self._by_key[key]
                 bucket = by_value[value]
-                del bucket[id(clause)]
-                if not bucket:
+                bucket.discard(clause)
+                if not bucket.clauses:
                     del by_value[value]
                     if not by_value:
                         del self._by_key[key]
@@ -272,7 +298,7 @@ class FilterIndex(Generic[T]):
             A new list: targets of empty filter lists first, then the others. The
             caller may keep or change it.
         """
-        if self._only_all or not isinstance(msg, Mapping):
+        if self._only_all or (type(msg) is not dict and not isinstance(msg, Mapping)):
             view = self._all_view
             if view is None:
                 view = self._all_view = list(self._all.values())
@@ -281,49 +307,73 @@ class FilterIndex(Generic[T]):
         if found is None:
             found = self._mapping_view = [*self._all.values(), *self._any_mapping.values()]
         found = found.copy()
-        seen: set[int] | None = None  # handles of multi-dict lists already found
         by_key = self._by_key
-        # Walk whichever side is smaller: the message's keys or the filters' keys.
+        checked: list[_Clause[T]] | None = None
         if type(msg) is dict and len(msg) < len(by_key):
-            pairs: Iterable[tuple[Any, Any]] = msg.items()
-            from_msg = True
+            # More filter keys than message keys: walk the message instead.
+            for key, value in msg.items():
+                by_value = by_key.get(key)
+                if by_value is not None:
+                    checked = self._collect(by_value, value, found, checked)
         else:
-            pairs = by_key.items()
-            from_msg = False
-        for key, other in pairs:
-            if from_msg:
-                value, by_value = other, by_key.get(key)
-                if by_value is None:
-                    continue
-            else:
-                value, by_value = msg.get(key, _MISSING), other
+            for key, by_value in by_key.items():
+                value = msg.get(key, _MISSING)
                 if value is _MISSING:
                     continue
-            try:
-                bucket = by_value.get(value)
-            except TypeError:
                 try:
-                    bucket = by_value.get(_frozen(value))
+                    bucket = by_value.get(value)
                 except TypeError:
-                    continue  # a list or dict equals no hashable filter value
-            if bucket is None:
-                continue
-            for clause in bucket.values():
-                if clause.simple or _clause_matches(clause.pairs, msg):
-                    if clause.multi:
-                        if seen is None:
-                            seen = set()
-                        elif clause.handle in seen:
-                            continue
-                        seen.add(clause.handle)
-                    found.append(clause.target)
-        for clause in self._fallback.values():
-            if _clause_matches(clause.pairs, msg):
-                if clause.multi:
-                    if seen is None:
-                        seen = set()
-                    elif clause.handle in seen:
-                        continue
+                    checked = self._collect(by_value, value, found, checked)
+                    continue
+                if bucket is None:
+                    continue
+                direct = bucket.direct
+                if direct is None:
+                    direct = bucket.split()
+                if direct:
+                    found += direct
+                if bucket.checked:
+                    if checked is None:
+                        checked = []
+                    checked.extend(bucket.checked)
+        if self._fallback.clauses:
+            if checked is None:
+                checked = []
+            checked.extend(self._fallback.clauses.values())
+        if checked is not None:
+            seen: set[int] = set()  # a list with several dicts may match through each
+            for clause in checked:
+                if (clause.simple or _clause_matches(clause.pairs, msg)) and (
+                    not clause.multi or clause.handle not in seen
+                ):
                     seen.add(clause.handle)
-                found.append(clause.target)
+                    found.append(clause.target)
         return found
+
+    @staticmethod
+    def _collect(
+        by_value: dict[Any, _Bucket[T]],
+        value: Any,
+        found: list[T],
+        checked: list[_Clause[T]] | None,
+    ) -> list[_Clause[T]] | None:
+        """Add the targets proven by ``value``; return the clauses still to check."""
+        try:
+            bucket = by_value.get(value)
+        except TypeError:
+            try:
+                bucket = by_value.get(_frozen(value))
+            except TypeError:
+                return checked  # a list or dict equals no hashable filter value
+        if bucket is None:
+            return checked
+        direct = bucket.direct
+        if direct is None:
+            direct = bucket.split()
+        if direct:
+            found += direct
+        if bucket.checked:
+            if checked is None:
+                checked = []
+            checked.extend(bucket.checked)
+        return checked

@@ -389,4 +389,4 @@ def test_removing_everything_leaves_an_empty_index() -> None:
         index.remove(h)
     assert len(index) == 0
     assert index.lookup({"a": 1, "b": 2}) == []
-    assert not index._by_key and not index._fallback  # nothing left behind
+    assert not index._by_key and not index._fallback.clauses  # nothing left behind
