@@ -239,6 +239,17 @@ def test_a_candidate_that_never_delivers_is_abandoned() -> None:
     assert len(events) == len(feed.spans) - 2
 
 
+def test_on_a_quiet_feed_the_silent_candidate_takes_over_after_overlap_timeout() -> None:
+    # Nobody delivers anything after 290: a private stream with nothing to say.
+    feed = Feed(TestScheduler(), lambda k: None if k >= 1 else 0.5, stall_at={0: 290.0})
+    items, events, ends = run(feed, every=100.0, dedupe=seq_of, overlap_timeout=50.0)
+    assert ends == []
+    assert feed.spans[1][0] == 300
+    assert feed.spans[0][1] == 350  # the old connection was let go at the timeout
+    assert events[0] == (350, Rotated())
+    assert_contiguous([msg["seq"] for _, msg in items])
+
+
 def test_a_stalled_primary_is_dropped_after_overlap_timeout() -> None:
     feed = Feed(TestScheduler(), lambda k: 0.5, stall_at={0: 290.0})
     items, events, _ = run(feed, every=100.0, dedupe=seq_of, overlap_timeout=50.0)

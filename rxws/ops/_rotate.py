@@ -107,6 +107,9 @@ class _Rotation(Generic[_T]):
         self.primary_last: Any = _NOTHING
         self.buffered: list[tuple[Hashable | None, _T]] = []
         self.buffered_ids: set[Hashable] = set()
+        # Whether the primary delivered anything during the overlap: a candidate that
+        # stays silent while the primary talks is broken; on a quiet feed it is not.
+        self.primary_spoke = False
 
         self.legs = CompositeDisposable()
         self.every_timer = SerialDisposable()
@@ -264,6 +267,7 @@ class _Rotation(Generic[_T]):
         self.every_timer.disposable = Disposable()
         self.retry_timer.disposable = Disposable()
         self.mode = _OVERLAP
+        self.primary_spoke = False
         if self.dedupe is not None and self.last_msg is not _NOTHING:
             # Count the primary's last message as delivered during the overlap, for a
             # server that repeats its latest message to a new connection.
@@ -304,6 +308,7 @@ class _Rotation(Generic[_T]):
         mode = self.mode
         if leg is self.primary:
             if mode == _OVERLAP:
+                self.primary_spoke = True
                 if self.dedupe is None:
                     self.observer.on_next(msg)
                 else:
@@ -432,6 +437,11 @@ class _Rotation(Generic[_T]):
                     self.overlap_timeout,
                 )
                 self._switch()
+            elif not self.primary_spoke:
+                # A quiet feed (a user-data stream, say): neither side said anything,
+                # so nothing can be compared; the new connection is as good as the old.
+                log.info("rotate: quiet feed; switching after %g s", self.overlap_timeout)
+                self._switch()
             else:
                 self._abandon(
                     f"the new connection delivered nothing within {self.overlap_timeout:g} s"
@@ -484,8 +494,9 @@ def rotate(
       stream ends with that error.
 
     After ``overlap_timeout`` seconds the overlap ends either way: a new subscription
-    that delivered nothing is abandoned (the old one stays), otherwise it takes over
-    and what it held back that was not delivered is flushed. If the new subscription
+    that delivered nothing while the old one did is abandoned (the old one stays); on
+    a quiet feed, where neither delivered anything, the new one takes over; otherwise
+    it takes over and what it held back that was not delivered is flushed. If the new subscription
     errors or completes during the overlap it is abandoned; if the old one does, the
     new one takes over at once (and, with ``dedupe``, skips for up to
     ``overlap_timeout`` the ids the old one already delivered). Outside an overlap,
