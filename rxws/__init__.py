@@ -6,9 +6,10 @@ indexed :class:`Router`, wrapped up in :class:`WebSocketClient`, and bridged to
 ``async for`` by :func:`to_async_iterable`.
 """
 
-from . import errors, events
+from . import errors, events, ops
 from ._version import __version__
 from .backoff import Backoff
+from .bridge import AsyncStream, from_async_iterable, to_async_iterable
 from .codec import dump_json, parse_json
 from .errors import (
     CertificateError,
@@ -24,11 +25,13 @@ from .errors import (
     StreamOverflow,
     SubscriberError,
     TransportUnavailable,
+    is_retryable,
 )
 from .filters import FilterIndex, matches
 from .source import connect
 
 __all__ = [
+    "AsyncStream",
     "Backoff",
     "CertificateError",
     "ConnectionFailed",
@@ -49,6 +52,10 @@ __all__ = [
     "dump_json",
     "errors",
     "events",
+    "from_async_iterable",
+    "is_retryable",
     "matches",
+    "ops",
     "parse_json",
+    "to_async_iterable",
 ]
