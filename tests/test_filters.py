@@ -156,7 +156,8 @@ def test_empty_filters_accept_everything(filters: Any) -> None:
 
 
 def test_a_non_mapping_matches_only_an_empty_filter_list() -> None:
-    for filters in ([{}], [{"a": 1}], [{}, {"a": 1}]):
+    cases: list[list[dict[str, int]]] = [[{}], [{"a": 1}], [{}, {"a": 1}]]
+    for filters in cases:
         keep = matches(filters)
         for msg in (["a"], "a", ("a", 1), 1, None, b"a"):
             assert keep(msg) is False, (filters, msg)
@@ -217,7 +218,11 @@ def test_matches_agrees_with_the_reference(data: st.DataObject) -> None:
     ],
 )
 def test_bad_filters_raise_a_clear_type_error(bad: Any, hint: str) -> None:
-    for build in (matches, compile_filters, lambda f: FilterIndex().add(f, "x")):
+    def add(filters: Any) -> int:
+        index: FilterIndex[str] = FilterIndex()
+        return index.add(filters, "x")
+
+    for build in (matches, compile_filters, add):
         with pytest.raises(TypeError, match="must be a") as info:
             build(bad)
         assert hint in str(info.value)
@@ -227,7 +232,7 @@ def test_a_rejected_add_leaves_the_index_unchanged() -> None:
     index: FilterIndex[str] = FilterIndex()
     index.add([{"a": 1}], "ok")
     with pytest.raises(TypeError):
-        index.add([{"a": 1}, "oops"], "bad")
+        index.add([{"a": 1}, "oops"], "bad")  # type: ignore[list-item]
     assert len(index) == 1
     assert index.lookup({"a": 1}) == ["ok"]
 
@@ -379,12 +384,15 @@ test_index_state_machine = IndexMachine.TestCase
 
 def test_removing_everything_leaves_an_empty_index() -> None:
     index: FilterIndex[int] = FilterIndex()
-    handles = [
-        index.add(f, i)
-        for i, f in enumerate(
-            [None, [{}], [{"a": 1}], [{"a": [1]}], [{"a": 1}, {"b": 2}], [{"a": 1, "c": {}}]]
-        )
+    lists: list[Any] = [
+        None,
+        [{}],
+        [{"a": 1}],
+        [{"a": [1]}],
+        [{"a": 1}, {"b": 2}],
+        [{"a": 1, "c": {}}],
     ]
+    handles = [index.add(f, i) for i, f in enumerate(lists)]
     for h in handles:
         index.remove(h)
     assert len(index) == 0
