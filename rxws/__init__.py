@@ -10,6 +10,7 @@ from . import errors, events, ops
 from ._version import __version__
 from .backoff import Backoff
 from .bridge import AsyncStream, from_async_iterable, to_async_iterable
+from .client import ClientStats, WebSocketClient
 from .codec import dump_json, parse_json
 from .errors import (
     CertificateError,
@@ -28,12 +29,14 @@ from .errors import (
     is_retryable,
 )
 from .filters import FilterIndex, matches
+from .router import Router
 from .source import connect
 
 __all__ = [
     "AsyncStream",
     "Backoff",
     "CertificateError",
+    "ClientStats",
     "ConnectionFailed",
     "ConnectionLost",
     "FilterIndex",
@@ -42,11 +45,13 @@ __all__ = [
     "NotConnected",
     "ParseError",
     "ReconnectExhausted",
+    "Router",
     "RxwsError",
     "StreamClosed",
     "StreamOverflow",
     "SubscriberError",
     "TransportUnavailable",
+    "WebSocketClient",
     "__version__",
     "connect",
     "dump_json",

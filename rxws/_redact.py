@@ -25,11 +25,23 @@ MASK = "***"
 _TOKEN_SEGMENT = re.compile(r"^[A-Za-z0-9_\-.~=+]{32,}$")
 # Header lines in logs keep their value only for these protocol headers; every other
 # header's value (API keys, tokens, cookies, ...) is blanked.
-_PLAIN_HEADERS = frozenset({
-    "host", "upgrade", "connection", "user-agent", "server", "date", "content-length",
-    "content-type", "sec-websocket-version", "sec-websocket-extensions",
-    "sec-websocket-accept", "sec-websocket-protocol", "origin",
-})
+_PLAIN_HEADERS = frozenset(
+    {
+        "host",
+        "upgrade",
+        "connection",
+        "user-agent",
+        "server",
+        "date",
+        "content-length",
+        "content-type",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-accept",
+        "sec-websocket-protocol",
+        "origin",
+    }
+)
 _MIN_SECRET = 4  # shorter values are not blanked inside free text (too many false hits)
 
 
@@ -73,10 +85,14 @@ def redact_url(url: str) -> str:
         userinfo, _, hostport = netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:{MASK}@{hostport}"
-    query = "&".join(
-        f"{item.split('=', 1)[0]}={MASK}" if "=" in item else item
-        for item in parts.query.split("&")
-    ) if parts.query else ""
+    query = (
+        "&".join(
+            f"{item.split('=', 1)[0]}={MASK}" if "=" in item else item
+            for item in parts.query.split("&")
+        )
+        if parts.query
+        else ""
+    )
     path = "/".join(MASK if _TOKEN_SEGMENT.match(seg) else seg for seg in parts.path.split("/"))
     return urlunsplit((parts.scheme, netloc, path, query, MASK if parts.fragment else ""))
 

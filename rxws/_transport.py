@@ -161,9 +161,7 @@ class WebsocketsTransport:
         except InvalidURI:
             raise ConnectionFailed(shown, "the URL is not a valid websocket URI") from None
         except (InvalidHandshake, ProxyError) as exc:
-            raise ConnectionFailed(
-                shown, f"{type(exc).__name__}: {redactor(str(exc))}"
-            ) from None
+            raise ConnectionFailed(shown, f"{type(exc).__name__}: {redactor(str(exc))}") from None
         except OSError as exc:
             raise ConnectionFailed(shown, redactor(exc.strerror or str(exc))) from None
         return WebsocketsLink(conn, redactor)
@@ -172,9 +170,7 @@ class WebsocketsTransport:
         return WebsocketsLink(connection, redactor)
 
 
-def websockets_options(
-    options: dict[str, Any], redactor: Redactor, logger: Any
-) -> dict[str, Any]:
+def websockets_options(options: dict[str, Any], redactor: Redactor, logger: Any) -> dict[str, Any]:
     """Connect options for websockets, with a redacting logger unless one was given."""
     if "logger" not in options:
         options = {**options, "logger": RedactingLogger(logger, redactor)}

@@ -245,8 +245,7 @@ class TransportUnavailable(RxwsError):
     def __init__(self, name: str, extra: str) -> None:
         self.name = name
         super().__init__(
-            f"the {name!r} transport is not installed; install it with "
-            f"pip install 'rxws[{extra}]'"
+            f"the {name!r} transport is not installed; install it with pip install 'rxws[{extra}]'"
         )
 
 

@@ -68,9 +68,7 @@ def test_counts_from_subscription_when_nothing_ever_arrives() -> None:
 def test_does_not_fire_while_items_keep_coming() -> None:
     scheduler = TestScheduler()
     times = list(range(240, 900, 40))
-    source = scheduler.create_hot_observable(
-        *[on_next(t, t) for t in times], on_completed(920)
-    )
+    source = scheduler.create_hot_observable(*[on_next(t, t) for t in times], on_completed(920))
     results = scheduler.start(lambda: source.pipe(idle_timeout(50)))
     assert results.messages == [*[on_next(t, t) for t in times], on_completed(920)]
 
@@ -179,9 +177,10 @@ class Collector:
 
 async def blackhole_replaced(detector: Callable[[str], reactivex.Observable[Any]]) -> None:
     """Blackhole the link; check the detector ends it and a new link carries messages."""
-    async with DemoExchange(interval=0.002) as exchange, FaultProxy(
-        "127.0.0.1", exchange.port
-    ) as proxy:
+    async with (
+        DemoExchange(interval=0.002) as exchange,
+        FaultProxy("127.0.0.1", exchange.port) as proxy,
+    ):
         got = Collector()
         failures: list[Exception] = []
         events: list[Event] = []

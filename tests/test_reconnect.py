@@ -144,9 +144,7 @@ def test_non_retryable_error_is_passed_on_at_once() -> None:
     rejected = HandshakeRejected("ws://x/", 401)
     source = scheduler.create_cold_observable(on_next(5, "a"), on_error(20, rejected))
     events: list[Event] = []
-    results = scheduler.start(
-        lambda: source.pipe(reconnect(NO_JITTER, on_event=events.append))
-    )
+    results = scheduler.start(lambda: source.pipe(reconnect(NO_JITTER, on_event=events.append)))
     assert results.messages == [on_next(205, "a"), on_error(220, rejected)]
     assert starts(source) == [200]
     assert events == []
@@ -204,9 +202,7 @@ def test_completion_reconnects_by_default_and_counts_as_an_attempt() -> None:
 def test_completion_passes_on_with_on_complete_complete() -> None:
     scheduler = TestScheduler()
     source = scheduler.create_cold_observable(on_next(10, "a"), on_completed(20))
-    results = scheduler.start(
-        lambda: source.pipe(reconnect(NO_JITTER, on_complete="complete"))
-    )
+    results = scheduler.start(lambda: source.pipe(reconnect(NO_JITTER, on_complete="complete")))
     assert results.messages == [on_next(210, "a"), on_completed(220)]
     assert starts(source) == [200]
 
@@ -403,9 +399,10 @@ async def test_max_attempts_against_a_dead_port() -> None:
 
 
 async def test_a_cut_link_is_replaced_and_messages_resume() -> None:
-    async with DemoExchange(interval=0.002) as exchange, FaultProxy(
-        "127.0.0.1", exchange.port
-    ) as proxy:
+    async with (
+        DemoExchange(interval=0.002) as exchange,
+        FaultProxy("127.0.0.1", exchange.port) as proxy,
+    ):
         got = Collector()
         retries: list[tuple[float, Event]] = []
         errors: list[Exception] = []

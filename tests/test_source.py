@@ -161,6 +161,7 @@ async def test_on_open_runs_before_the_first_message() -> None:
 
 async def test_on_open_failure_is_a_failed_connection() -> None:
     async with DemoExchange() as exchange:
+
         async def on_open(conn: object) -> None:
             raise RuntimeError("login refused")
 
@@ -194,6 +195,7 @@ async def test_url_callable_is_called_at_each_connect() -> None:
 
 async def test_url_callable_may_return_an_open_connection() -> None:
     async with DemoExchange() as exchange:
+
         async def open_it() -> object:
             return await ws_connect(exchange.url)
 

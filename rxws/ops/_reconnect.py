@@ -106,9 +106,7 @@ def reconnect(
             f"max_attempts must be an int >= 1, or None to retry forever; got {max_attempts!r}"
         )
     if on_complete not in ("reconnect", "complete"):
-        raise ValueError(
-            f'on_complete must be "reconnect" or "complete", got {on_complete!r}'
-        )
+        raise ValueError(f'on_complete must be "reconnect" or "complete", got {on_complete!r}')
     if on_event is not None and not callable(on_event):
         raise ValueError(f"on_event must be callable, got {type(on_event).__name__}")
     reset_after = policy.reset_after
@@ -131,9 +129,7 @@ def reconnect(
                     attempt = 0
                 attempt += 1
                 if max_attempts is not None and attempt >= max_attempts:
-                    log.info(
-                        "giving up after %d failed attempt(s) in a row: %s", attempt, error
-                    )
+                    log.info("giving up after %d failed attempt(s) in a row: %s", attempt, error)
                     observer.on_error(ReconnectExhausted(attempt, error))
                     return
                 delay = policy.delay(attempt)

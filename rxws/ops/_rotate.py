@@ -225,15 +225,12 @@ class _Rotation(Generic[_T]):
         try:
             awaitable = self.when_callable()
         except Exception as exc:
-            log.warning(
-                "rotate(when=...) raised %s: %s; rotating now", type(exc).__name__, exc
-            )
+            log.warning("rotate(when=...) raised %s: %s; rotating now", type(exc).__name__, exc)
             awaitable = None
         else:
             if not inspect.isawaitable(awaitable):
                 log.warning(
-                    "rotate(when=...) must be an async callable, but it returned %s; "
-                    "rotating now",
+                    "rotate(when=...) must be an async callable, but it returned %s; rotating now",
                     type(awaitable).__name__,
                 )
                 awaitable = None
@@ -251,9 +248,7 @@ class _Rotation(Generic[_T]):
         self.when_task = None
         error = task.exception()
         if error is not None:
-            log.warning(
-                "rotate(when=...) raised %s: %s; rotating now", type(error).__name__, error
-            )
+            log.warning("rotate(when=...) raised %s: %s; rotating now", type(error).__name__, error)
         self._trigger("when")
 
     def _trigger(self, what: str) -> None:
@@ -538,8 +533,7 @@ def rotate(
         )
     if when is not None and not isinstance(when, abc.ObservableBase) and not callable(when):
         raise ValueError(
-            "rotate when= must be an Observable or an async callable, "
-            f"got {type(when).__name__}"
+            f"rotate when= must be an Observable or an async callable, got {type(when).__name__}"
         )
     if dedupe is not None and not callable(dedupe):
         raise ValueError(

@@ -205,8 +205,10 @@ class DemoExchange:
 
     def subscriptions(self) -> list[set[str] | None]:
         """The stream subscriptions of each open connection (``None``: everything)."""
-        return [None if c.subscriptions is None else set(c.subscriptions)
-                for c in self._clients.values()]
+        return [
+            None if c.subscriptions is None else set(c.subscriptions)
+            for c in self._clients.values()
+        ]
 
     # ------------------------------------------------------------------ faults
 
