@@ -177,7 +177,16 @@ def websockets_options(options: dict[str, Any], redactor: Redactor, logger: Any)
     return options
 
 
-_TRANSPORTS: dict[str, Callable[[], Transport]] = {"websockets": WebsocketsTransport}
+def _picows_transport() -> Transport:
+    from ._picows import PicowsTransport
+
+    return PicowsTransport()
+
+
+_TRANSPORTS: dict[str, Callable[[], Transport]] = {
+    "websockets": WebsocketsTransport,
+    "picows": _picows_transport,
+}
 
 
 def get_transport(name: str) -> Transport:

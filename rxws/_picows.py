@@ -1,0 +1,312 @@
+"""The picows transport: frames pushed from picows's callbacks, no await per message.
+
+picows (a Cython websocket client for asyncio, ``pip install 'rxws[picows]'``) calls
+a listener for every frame; this module turns those calls into the :class:`Link`
+interface of :mod:`rxws._transport`, so everything above ``rxws.source`` works the
+same on either transport. Close codes, refused handshakes, dead links and TLS errors
+map to the same rxws errors as with websockets.
+
+websockets options that mean something here are translated (``ssl``,
+``additional_headers``, ``max_size``, ``ping_interval``, ``ping_timeout``,
+``open_timeout``, ``close_timeout``, ``proxy``, ``logger``); the others
+(``compression`` other than ``None``, ``subprotocols``, ``origin``, ...) are refused
+with a ValueError that names them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from ._redact import RedactingLogger, Redactor
+from ._transport import FrameHandler, Link, WebsocketsLink
+from .errors import (
+    CertificateError,
+    ConnectionFailed,
+    ConnectionLost,
+    HandshakeRejected,
+    TransportUnavailable,
+)
+
+__all__ = ["PicowsTransport", "picows_options"]
+
+log = logging.getLogger("rxws.picows")
+
+try:  # picows is an optional extra
+    import picows as _picows
+except ImportError:  # pragma: no cover - depends on the environment
+    _picows = None  # type: ignore[assignment]
+
+# websockets.connect options this transport translates, and the picows argument each
+# becomes (None: handled here, not passed on).
+_TRANSLATED = {
+    "ssl": "ssl_context",
+    "additional_headers": "extra_headers",
+    "max_size": "max_frame_size",
+    "ping_interval": None,
+    "ping_timeout": None,
+    "open_timeout": None,
+    "close_timeout": None,
+    "proxy": "proxy",
+    "logger": None,
+    "compression": None,
+}
+_NORMAL_CLOSE = (1000, 1001)
+
+
+def picows_options(options: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+    """Translate websockets-style connect options into picows ``ws_connect`` arguments.
+
+    Raises:
+        ValueError: An option has no picows equivalent (the message names it).
+    """
+    unknown = sorted(k for k in options if k not in _TRANSLATED)
+    if options.get("compression") is not None:
+        unknown.insert(0, "compression")
+    if unknown:
+        raise ValueError(
+            "the picows transport cannot take these websockets-only options: "
+            f"{', '.join(unknown)}; drop them or use transport='websockets' "
+            f"(picows takes: {', '.join(sorted(_TRANSLATED))})"
+        )
+    out: dict[str, Any] = {}
+    for key, target in _TRANSLATED.items():
+        if target is not None and options.get(key) is not None:
+            out[target] = options[key]
+    if out.get("ssl_context") is True:
+        out["ssl_context"] = ssl.create_default_context()
+    if options.get("proxy") is True:  # websockets' "from the environment": not here
+        out.pop("proxy")
+    ping_interval = options.get("ping_interval", 20.0)
+    ping_timeout = options.get("ping_timeout", 20.0)
+    if ping_interval is not None:
+        out["enable_auto_ping"] = True
+        out["auto_ping_idle_timeout"] = ping_interval
+        out["auto_ping_reply_timeout"] = ping_timeout if ping_timeout is not None else 3600.0
+    max_size = options.get("max_size", 2**20)
+    if max_size is None:
+        out.pop("max_frame_size", None)
+        out["max_frame_size"] = 2**62
+    else:
+        out["max_frame_size"] = max_size
+    out["logger_name"] = options.get("logger") or RedactingLogger(log, redactor)
+    out["websocket_handshake_timeout"] = options.get("open_timeout", 10.0)
+    return out
+
+
+if _picows is not None:
+
+    class _Listener(_picows.WSListener):
+        """Receives picows's callbacks for one connection."""
+
+        def __init__(self, max_size: int) -> None:
+            self.on_frame: FrameHandler | None = None
+            self.early: list[Any] = []  # frames that came before run() started
+            self.parts: list[bytes] = []  # a fragmented message being put together
+            self.parts_type: Any = None
+            self.max_size = max_size
+            self.failure: BaseException | None = None
+            self.transport: Any = None
+
+        def on_ws_connected(self, transport: Any) -> None:
+            self.transport = transport
+
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            kind = frame.msg_type
+            msg_type = _picows.WSMsgType
+            if frame.fin and kind is msg_type.TEXT:
+                try:
+                    payload: Any = frame.get_payload_as_utf8_text()
+                except UnicodeDecodeError:
+                    self._fail(transport, 1007, "invalid UTF-8 in a text frame")
+                    return
+            elif frame.fin and kind is msg_type.BINARY:
+                payload = frame.get_payload_as_bytes()
+            elif kind is msg_type.CLOSE:
+                transport.send_close(_picows.WSCloseCode.OK)
+                transport.disconnect()
+                return
+            elif kind in (msg_type.TEXT, msg_type.BINARY, msg_type.CONTINUATION):
+                payload = self._assemble(transport, frame, kind)
+                if payload is None:
+                    return
+            else:  # PONG and anything else
+                return
+            on_frame = self.on_frame
+            if on_frame is None:
+                self.early.append(payload)
+                return
+            try:
+                on_frame(payload)
+            except BaseException as exc:  # a subscriber failed: end the connection
+                self.failure = exc
+                transport.send_close(_picows.WSCloseCode.INTERNAL_ERROR)
+                transport.disconnect()
+
+        def _assemble(self, transport: Any, frame: Any, kind: Any) -> Any:
+            msg_type = _picows.WSMsgType
+            if kind is not msg_type.CONTINUATION:
+                self.parts = []
+                self.parts_type = kind
+            elif self.parts_type is None:
+                self._fail(transport, 1002, "a continuation frame without a first frame")
+                return None
+            self.parts.append(frame.get_payload_as_bytes())
+            if sum(len(p) for p in self.parts) > self.max_size:
+                self._fail(transport, 1009, f"message over {self.max_size} bytes")
+                return None
+            if not frame.fin:
+                return None
+            data = b"".join(self.parts)
+            text = self.parts_type is msg_type.TEXT
+            self.parts, self.parts_type = [], None
+            if not text:
+                return data
+            try:
+                return data.decode()
+            except UnicodeDecodeError:
+                self._fail(transport, 1007, "invalid UTF-8 in a text message")
+                return None
+
+        def _fail(self, transport: Any, code: int, reason: str) -> None:
+            self.failure = ConnectionLost(code, reason)
+            transport.send_close(_picows.WSCloseCode(code), reason.encode())
+            transport.disconnect()
+
+    class PicowsConnection:
+        """What ``on_open`` and ``client.present`` get on the picows transport.
+
+        Attributes:
+            transport: picows's ``WSTransport``, for what this class does not cover.
+        """
+
+        def __init__(self, transport: Any, listener: _Listener, close_timeout: float) -> None:
+            self.transport = transport
+            self._listener = listener
+            self._close_timeout = close_timeout
+
+        @property
+        def closed(self) -> bool:
+            """Whether the connection is closed or closing."""
+            return bool(self.transport.is_disconnected or self.transport.is_close_frame_sent)
+
+        async def send(self, data: str | bytes) -> None:
+            """Send one text (``str``) or binary (``bytes``) frame."""
+            if self.closed:
+                raise ConnectionLost(None, "the connection is closed")
+            if isinstance(data, str):
+                self.transport.send(_picows.WSMsgType.TEXT, data.encode())
+            else:
+                self.transport.send(_picows.WSMsgType.BINARY, data)
+
+        async def close(self) -> None:
+            """Close normally (1000) and wait until the TCP connection is closed."""
+            transport = self.transport
+            if not transport.is_disconnected:
+                if not transport.is_close_frame_sent:
+                    transport.send_close(_picows.WSCloseCode.OK)
+                try:
+                    await asyncio.wait_for(
+                        asyncio.shield(transport.wait_disconnected()), self._close_timeout
+                    )
+                except Exception:  # timed out, or the link broke meanwhile
+                    transport.disconnect(graceful=False)
+            with contextlib.suppress(Exception):  # a failure is reported by run()
+                await transport.wait_disconnected()
+
+    class PicowsLink:
+        """A :class:`Link` over a picows connection."""
+
+        __slots__ = ("_conn", "_listener", "_transport")
+
+        def __init__(self, transport: Any, listener: _Listener, close_timeout: float) -> None:
+            self._transport = transport
+            self._listener = listener
+            self._conn = PicowsConnection(transport, listener, close_timeout)
+
+        @property
+        def connection(self) -> Any:
+            return self._conn
+
+        @property
+        def is_open(self) -> bool:
+            return not self._conn.closed
+
+        async def run(self, on_frame: FrameHandler) -> None:
+            listener = self._listener
+            early, listener.early = listener.early, []
+            for payload in early:
+                on_frame(payload)
+            listener.on_frame = on_frame
+            try:
+                await self._transport.wait_disconnected()
+            except Exception as exc:
+                if listener.failure is None:
+                    listener.failure = exc
+            failure = listener.failure
+            if failure is not None:
+                if isinstance(failure, (ConnectionLost, Exception)):
+                    raise failure
+                raise ConnectionLost(None, str(failure))
+            handshake = self._transport.close_handshake
+            received = handshake.recv if handshake is not None else None
+            if received is None:
+                raise ConnectionLost(None, "the TCP connection broke without a close frame")
+            code = int(received.code.value if hasattr(received.code, "value") else received.code)
+            if code not in _NORMAL_CLOSE:
+                raise ConnectionLost(code, received.reason or "")
+
+        async def send(self, data: str | bytes) -> None:
+            await self._conn.send(data)
+
+        async def close(self) -> None:
+            await self._conn.close()
+
+
+class PicowsTransport:
+    """Opens connections with picows."""
+
+    name = "picows"
+
+    def __init__(self) -> None:
+        if _picows is None:
+            raise TransportUnavailable("picows", "picows")
+
+    async def open(self, url: str, options: dict[str, Any], redactor: Redactor) -> Link:
+        assert _picows is not None
+        shown = redactor.url(url)
+        kwargs = picows_options(options, redactor)
+        max_size = int(kwargs["max_frame_size"])
+        open_timeout = options.get("open_timeout", 10.0)
+        close_timeout = float(options.get("close_timeout") or 10.0)
+        factory: Callable[[], Any] = lambda: _Listener(max_size)  # noqa: E731
+        try:
+            transport, listener = await asyncio.wait_for(
+                _picows.ws_connect(factory, url, **kwargs), open_timeout
+            )
+        except _picows.WSHandshakeError as exc:
+            response = getattr(exc, "response", None)
+            if response is not None and int(response.status) != 101:
+                raise HandshakeRejected(shown, int(response.status)) from None
+            raise ConnectionFailed(shown, f"handshake failed: {redactor(str(exc))}") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise CertificateError(shown, redactor(str(exc.verify_message or exc))) from None
+        except ssl.SSLError as exc:
+            raise ConnectionFailed(shown, f"TLS error: {redactor(str(exc))}") from None
+        except asyncio.TimeoutError:
+            raise ConnectionFailed(
+                shown, f"timed out after {open_timeout} s during the opening handshake"
+            ) from None
+        except _picows.WSError as exc:
+            raise ConnectionFailed(shown, f"{type(exc).__name__}: {redactor(str(exc))}") from None
+        except OSError as exc:
+            raise ConnectionFailed(shown, redactor(exc.strerror or str(exc))) from None
+        assert isinstance(listener, _Listener)
+        return PicowsLink(transport, listener, close_timeout)
+
+    def wrap(self, connection: Any, redactor: Redactor) -> Link:
+        return WebsocketsLink(connection, redactor)
