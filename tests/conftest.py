@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import inspect
 import os
 from collections.abc import AsyncIterator
 
 import pytest
+
+# Behavioural tests run once per transport, so the transports cannot drift apart.
+TRANSPORTS = ["websockets"] + (["picows"] if importlib.util.find_spec("picows") else [])
 
 SETTLE_SECONDS = 5.0
 
@@ -47,3 +51,9 @@ async def no_leaks() -> AsyncIterator[None]:
         await asyncio.sleep(0.02)
     assert not pending, f"tasks left pending: {pending}"
     assert sockets <= before, f"{sockets - before} socket(s) left open"
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """The name of each installed transport in turn."""
+    return str(request.param)

@@ -24,9 +24,9 @@ def dead_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_each_subscription_opens_its_own_connection() -> None:
+async def test_each_subscription_opens_its_own_connection(transport: str) -> None:
     async with DemoExchange() as exchange:
-        source = rxws.connect(exchange.url)
+        source = rxws.connect(exchange.url, transport=transport)
         first, second = Recorder(), Recorder()
         subs = [source.subscribe(first), source.subscribe(second)]
         await first.wait_for_count(3)
@@ -38,10 +38,10 @@ async def test_each_subscription_opens_its_own_connection() -> None:
         await exchange.wait_for(lambda: exchange.open_connections == 0)
 
 
-async def test_dispose_closes_the_socket() -> None:
+async def test_dispose_closes_the_socket(transport: str) -> None:
     async with DemoExchange() as exchange:
         rec = Recorder()
-        sub = rxws.connect(exchange.url).subscribe(rec)
+        sub = rxws.connect(exchange.url, transport=transport).subscribe(rec)
         await rec.wait_for_count(2)
         assert exchange.open_connections == 1
         sub.dispose()
@@ -52,29 +52,29 @@ async def test_dispose_closes_the_socket() -> None:
         assert not rec.done
 
 
-async def test_dispose_while_connecting_leaves_nothing_behind() -> None:
+async def test_dispose_while_connecting_leaves_nothing_behind(transport: str) -> None:
     async with DemoExchange() as exchange:
-        sub = rxws.connect(exchange.url).subscribe(Recorder())
+        sub = rxws.connect(exchange.url, transport=transport).subscribe(Recorder())
         sub.dispose()
         await asyncio.sleep(0)
         await exchange.wait_for(lambda: exchange.open_connections == 0)
 
 
 @pytest.mark.parametrize("code", [1000, 1001])
-async def test_normal_close_completes(code: int) -> None:
+async def test_normal_close_completes(code: int, transport: str) -> None:
     async with DemoExchange() as exchange:
         rec = Recorder()
-        rxws.connect(exchange.url).subscribe(rec)
+        rxws.connect(exchange.url, transport=transport).subscribe(rec)
         await rec.wait_for_count(2)
         await exchange.drop_all(code)
         await rec.wait_done()
         assert rec.completed and rec.error is None
 
 
-async def test_abnormal_close_errors_with_connection_lost() -> None:
+async def test_abnormal_close_errors_with_connection_lost(transport: str) -> None:
     async with DemoExchange() as exchange:
         rec = Recorder()
-        rxws.connect(exchange.url).subscribe(rec)
+        rxws.connect(exchange.url, transport=transport).subscribe(rec)
         await rec.wait_for_count(2)
         await exchange.drop_all(1011, "internal error")
         await rec.wait_done()
@@ -83,10 +83,10 @@ async def test_abnormal_close_errors_with_connection_lost() -> None:
         assert "1011" in str(rec.error)
 
 
-async def test_broken_tcp_link_errors_with_connection_lost() -> None:
+async def test_broken_tcp_link_errors_with_connection_lost(transport: str) -> None:
     async with DemoExchange() as exchange:
         rec = Recorder()
-        rxws.connect(exchange.url).subscribe(rec)
+        rxws.connect(exchange.url, transport=transport).subscribe(rec)
         await rec.wait_for_count(2)
         exchange.abort_all()
         await rec.wait_done()
@@ -95,11 +95,11 @@ async def test_broken_tcp_link_errors_with_connection_lost() -> None:
 
 
 @pytest.mark.parametrize("status", [401, 503])
-async def test_refused_handshake_errors_with_its_status(status: int) -> None:
+async def test_refused_handshake_errors_with_its_status(status: int, transport: str) -> None:
     async with DemoExchange() as exchange:
         exchange.refuse(status)
         rec = Recorder()
-        rxws.connect(exchange.url).subscribe(rec)
+        rxws.connect(exchange.url, transport=transport).subscribe(rec)
         await rec.wait_done()
         assert isinstance(rec.error, rxws.HandshakeRejected)
         assert rec.error.status == status
@@ -107,19 +107,19 @@ async def test_refused_handshake_errors_with_its_status(status: int) -> None:
         assert rec.items == []
 
 
-async def test_unreachable_port_errors_with_connection_failed() -> None:
+async def test_unreachable_port_errors_with_connection_failed(transport: str) -> None:
     rec = Recorder()
-    rxws.connect(f"ws://127.0.0.1:{dead_port()}/").subscribe(rec)
+    rxws.connect(f"ws://127.0.0.1:{dead_port()}/", transport=transport).subscribe(rec)
     await rec.wait_done()
     assert type(rec.error) is rxws.ConnectionFailed
     assert "could not connect" in str(rec.error)
 
 
-async def test_malformed_frame_is_skipped_and_the_stream_goes_on() -> None:
+async def test_malformed_frame_is_skipped_and_the_stream_goes_on(transport: str) -> None:
     async with DemoExchange(malformed_every=3) as exchange:
         errors: list[Exception] = []
         rec = Recorder()
-        sub = rxws.connect(exchange.url, on_error=errors.append).subscribe(rec)
+        sub = rxws.connect(exchange.url, on_error=errors.append, transport=transport).subscribe(rec)
         await rec.wait_for_count(10)
         sub.dispose()
         seqs = [m["seq"] for m in rec.items]
@@ -129,16 +129,16 @@ async def test_malformed_frame_is_skipped_and_the_stream_goes_on() -> None:
         assert rec.error is None
 
 
-async def test_parse_none_passes_raw_frames() -> None:
+async def test_parse_none_passes_raw_frames(transport: str) -> None:
     async with DemoExchange() as exchange:
         rec = Recorder()
-        sub = rxws.connect(exchange.url, parse=None).subscribe(rec)
+        sub = rxws.connect(exchange.url, parse=None, transport=transport).subscribe(rec)
         await rec.wait_for_count(2)
         sub.dispose()
         assert all(isinstance(m, str) and m.startswith("{") for m in rec.items)
 
 
-async def test_on_open_runs_before_the_first_message() -> None:
+async def test_on_open_runs_before_the_first_message(transport: str) -> None:
     async with DemoExchange() as exchange:
         order: list[str] = []
         rec = Recorder()
@@ -151,7 +151,7 @@ async def test_on_open_runs_before_the_first_message() -> None:
             order.append("msg")
             rec.on_next(msg)
 
-        sub = rxws.connect(exchange.ws_url, on_open=on_open).subscribe(on_next)
+        sub = rxws.connect(exchange.ws_url, on_open=on_open, transport=transport).subscribe(on_next)
         await rec.wait_for_count(3)
         sub.dispose()
         assert order[0] == "open"
@@ -159,21 +159,21 @@ async def test_on_open_runs_before_the_first_message() -> None:
         assert all(m["s"] == "BTCUSDT" for m in rec.items[1:])
 
 
-async def test_on_open_failure_is_a_failed_connection() -> None:
+async def test_on_open_failure_is_a_failed_connection(transport: str) -> None:
     async with DemoExchange() as exchange:
 
         async def on_open(conn: object) -> None:
             raise RuntimeError("login refused")
 
         rec = Recorder()
-        rxws.connect(exchange.url, on_open=on_open).subscribe(rec)
+        rxws.connect(exchange.url, on_open=on_open, transport=transport).subscribe(rec)
         await rec.wait_done()
         assert isinstance(rec.error, rxws.ConnectionFailed)
         assert "login refused" in str(rec.error)
         await exchange.wait_for(lambda: exchange.open_connections == 0)
 
 
-async def test_url_callable_is_called_at_each_connect() -> None:
+async def test_url_callable_is_called_at_each_connect(transport: str) -> None:
     async with DemoExchange() as exchange:
         calls = 0
 
@@ -182,7 +182,7 @@ async def test_url_callable_is_called_at_each_connect() -> None:
             calls += 1
             return f"{exchange.url}?listenKey=key{calls}"
 
-        source = rxws.connect(fresh_url)
+        source = rxws.connect(fresh_url, transport=transport)
         for _ in range(2):
             rec = Recorder()
             sub = source.subscribe(rec)
@@ -193,26 +193,26 @@ async def test_url_callable_is_called_at_each_connect() -> None:
         await exchange.wait_for(lambda: exchange.open_connections == 0)
 
 
-async def test_url_callable_may_return_an_open_connection() -> None:
+async def test_url_callable_may_return_an_open_connection(transport: str) -> None:
     async with DemoExchange() as exchange:
 
         async def open_it() -> object:
             return await ws_connect(exchange.url)
 
         rec = Recorder()
-        sub = rxws.connect(open_it).pipe(op.take(3)).subscribe(rec)
+        sub = rxws.connect(open_it, transport=transport).pipe(op.take(3)).subscribe(rec)
         await rec.wait_done()
         sub.dispose()
         assert rec.completed and len(rec.items) == 3
         await exchange.wait_for(lambda: exchange.open_connections == 0)
 
 
-async def test_url_callable_returning_nonsense_errors_clearly() -> None:
+async def test_url_callable_returning_nonsense_errors_clearly(transport: str) -> None:
     async def bad() -> object:
         return 42
 
     rec = Recorder()
-    rxws.connect(bad).subscribe(rec)
+    rxws.connect(bad, transport=transport).subscribe(rec)
     await rec.wait_done()
     assert isinstance(rec.error, ValueError)
     assert "returned int" in str(rec.error)
@@ -243,11 +243,11 @@ def test_unknown_transport_is_rejected() -> None:
         rxws.connect("ws://127.0.0.1:1/", transport="carrier-pigeon")
 
 
-async def test_events_follow_the_connection() -> None:
+async def test_events_follow_the_connection(transport: str) -> None:
     async with DemoExchange() as exchange:
         events: list[Event] = []
         rec = Recorder()
-        rxws.connect(exchange.url, on_event=events.append).subscribe(rec)
+        rxws.connect(exchange.url, on_event=events.append, transport=transport).subscribe(rec)
         await rec.wait_for_count(1)
         await exchange.drop_all(1011)
         await rec.wait_done()
@@ -258,7 +258,7 @@ async def test_events_follow_the_connection() -> None:
 
 
 async def test_no_secret_reaches_logs_reprs_errors_or_events(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, transport: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
     async with DemoExchange() as exchange:
@@ -266,7 +266,9 @@ async def test_no_secret_reaches_logs_reprs_errors_or_events(
         headers = {"X-MBX-APIKEY": SECRET_HEADER}
         events: list[Event] = []
         rec = Recorder()
-        source = rxws.connect(url, additional_headers=headers, on_event=events.append)
+        source = rxws.connect(
+            url, additional_headers=headers, on_event=events.append, transport=transport
+        )
         sub = source.subscribe(rec)
         await rec.wait_for_count(3)
         await exchange.drop_all(1011)
