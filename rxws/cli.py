@@ -8,12 +8,16 @@
     rxws exchange [--host H] [--port P]
 
 Messages go to stdout, one JSON document per line (``jq``-friendly); what happens to
-the connection goes to stderr. One ``--filter`` is one dict whose pairs are AND-ed;
-several ``--filter`` options are OR-ed, as in ``stream_filter``. Values are read as JSON
-when they parse (``1``, ``true``, ``"x"``), else as plain strings.
+the connection goes to stderr, one line per event, each starting with ``rxws:``. One
+``--filter`` is one dict whose pairs are AND-ed; several ``--filter`` options are
+OR-ed, as in ``stream_filter``. Values are read as JSON when they parse (``1``,
+``true``, ``"x"``, ``[1,2]``), else as plain strings.
 
-Mistakes (an unknown option, a malformed filter, a URL that is not ws/wss, a host that
-cannot be reached, a refused handshake) exit non-zero with one line on stderr.
+``listen`` exits with status 1 and one line on stderr when its first connection cannot
+be made (a host that cannot be reached, a refused handshake); once it has connected,
+it reconnects with backoff after every drop. Mistakes on the command line (an unknown
+option, a malformed filter, a URL that is not ws/wss) exit with status 2 and one line on
+stderr. Ctrl-C (or SIGTERM) stops any command cleanly with status 0.
 """
 
 from __future__ import annotations
@@ -22,20 +26,22 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, NoReturn, TextIO
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any, BinaryIO, NoReturn, TextIO
 
 from . import __version__
 from .backoff import Backoff
 from .client import WebSocketClient
-from .codec import dump_json
-from .errors import RxwsError
-from .events import Connected, Connecting, Disconnected, Event, Failed, Retrying, Rotated
-from .testing import DemoExchange
+from .codec import dump_json, parse_json
+from .errors import ConnectionFailed, ConnectionLost, IdleTimeout, RxwsError
+from .events import Connected, Disconnected, Event, Failed, Retrying, Rotated
+from .source import describe_url
+from .testing import DEFAULT_SYMBOLS, DemoExchange
 
 __all__ = ["build_parser", "main", "parse_filter"]
 
@@ -43,47 +49,112 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
+_OWN_CLOSE = "closed by the subscriber"  # rxws.source's reason when we closed it ourselves
+
 
 class _OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr, exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (try --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# ---------------------------------------------------------------------- argument types
 
 
 def parse_filter(text: str) -> dict[str, Any]:
     """Parse one ``--filter`` value, ``k=v[,k=v...]``, into a dict.
 
+    Each value is read as JSON when it parses (``i=2`` gives ``2``, ``ok=true`` gives
+    ``True``, ``s="BTC"`` gives ``"BTC"``), else taken as the plain string (``s=BTC``).
+    A value that starts like a JSON array, object or string may contain commas
+    (``p=[1,2]``, ``n="a,b"``).
+
     Args:
         text: The option's value.
 
     Returns:
-        The dict of pairs; values are JSON when they parse, else strings.
+        The dict of pairs.
 
     Raises:
-        argparse.ArgumentTypeError: A pair has no ``=`` or an empty key.
+        argparse.ArgumentTypeError: A pair has no ``=``, an empty key, or a key given
+            twice.
+
+    Example:
+        >>> parse_filter("s=BTCUSDT,e=trade,i=2")
+        {'s': 'BTCUSDT', 'e': 'trade', 'i': 2}
     """
     pairs: dict[str, Any] = {}
-    for part in text.split(","):
-        key, sep, raw = part.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise argparse.ArgumentTypeError(
-                f"malformed filter {text!r}: expected key=value[,key=value...]"
-            )
-        try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
+    decoder = json.JSONDecoder()
+    pos, end = 0, len(text)
+
+    def bad(why: str) -> argparse.ArgumentTypeError:
+        return argparse.ArgumentTypeError(
+            f"malformed filter {text!r}: {why}; expected key=value[,key=value...]"
+        )
+
+    while True:
+        eq = text.find("=", pos)
+        comma = text.find(",", pos)
+        if eq < 0 or (0 <= comma < eq):
+            part = text[pos : comma if comma >= 0 else end]
+            raise bad(f"{part!r} has no '='")
+        key = text[pos:eq].strip()
+        if not key:
+            raise bad("a key is empty")
+        if key in pairs:
+            raise bad(f"key {key!r} is given twice")
+        start = eq + 1
+        value: Any = _NO_VALUE
+        if start < end and text[start] in '[{"':
+            try:
+                value, after = decoder.raw_decode(text, start)
+            except ValueError:
+                value = _NO_VALUE
+            else:
+                if after < end and text[after] != ",":
+                    value = _NO_VALUE  # e.g. "[1]x": not one JSON value, read as text
+                else:
+                    pos = after
+        if value is _NO_VALUE:
+            comma = text.find(",", start)
+            stop = comma if comma >= 0 else end
+            raw = text[start:stop]
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+            pos = stop
         pairs[key] = value
-    return pairs
+        if pos >= end:
+            return pairs
+        pos += 1  # past the comma
+        if pos >= end:
+            raise bad("it ends with ','")
 
 
-def _json_arg(text: str) -> Any:
+_NO_VALUE: Any = object()
+
+
+def _json_text(text: str) -> str:
     try:
-        return json.loads(text)
+        json.loads(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--send needs JSON, got {text!r} ({exc})") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON document, got {text!r} ({exc})"
+        ) from None
+    return text
+
+
+def _ws_url(text: str) -> str:
+    scheme, sep, rest = text.partition("://")
+    host = rest.split("/", 1)[0].split("?", 1)[0]
+    if not sep or scheme.lower() not in ("ws", "wss") or not host:
+        raise argparse.ArgumentTypeError(
+            f"{describe_url(text)!r} is not a websocket URL; use ws://host[:port]/path "
+            "or wss://host[:port]/path"
+        )
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -101,7 +172,7 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not value > 0:
+    if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
     return value
 
@@ -117,33 +188,48 @@ def _port(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``rxws`` command."""
+    """The argument parser of the ``rxws`` command.
+
+    Returns:
+        A parser whose errors are one line on stderr and exit status 2.
+    """
     parser = _OneLineParser(
         prog="rxws",
-        description="One websocket connection, as many reactive streams as you want.",
+        description="One websocket connection, as many reactive streams as you want. "
+        "Messages go to stdout as JSON lines; connection news goes to stderr.",
     )
     parser.add_argument("--version", action="version", version=f"rxws {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)
     sub.required = True
 
-    def add_filter(p: argparse.ArgumentParser) -> None:
+    def add_common(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--filter",
             action="append",
             type=parse_filter,
             default=[],
             metavar="K=V[,K=V...]",
-            help="keep messages with all these pairs; repeat to OR several filters",
+            help="keep messages that have all these pairs (values are JSON when they "
+            "parse, else strings); repeat to keep messages matching any of several",
         )
-        p.add_argument("--count", type=_positive_int, help="exit after N messages")
+        p.add_argument("--count", type=_positive_int, metavar="N", help="exit after N messages")
+        p.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=0,
+            help="log what rxws does to stderr (-vv for debug detail)",
+        )
 
     demo = sub.add_parser(
         "demo",
         help="stream from the embedded demo exchange (no network needed)",
-        description="Start the embedded demo exchange on loopback, with faults on, and "
-        "stream from it through a WebSocketClient with reconnect, rotation and dedupe.",
+        description="Start the embedded demo exchange on loopback, with faults on (it "
+        "drops every connection now and then), and stream from it through a "
+        "WebSocketClient with reconnect, rotation and dedupe. Runs until Ctrl-C or "
+        "--count messages.",
     )
-    add_filter(demo)
+    add_common(demo)
     demo.add_argument(
         "--symbols",
         nargs="+",
@@ -169,19 +255,24 @@ def build_parser() -> argparse.ArgumentParser:
     listen = sub.add_parser(
         "listen",
         help="print the messages of a websocket URL",
-        description="Connect to URL and print one JSON line per message.",
+        description="Connect to URL and print one JSON line per message (non-JSON text "
+        "frames as JSON strings). Exits 1 if the first connection fails; after that, "
+        "reconnects with backoff.",
     )
-    listen.add_argument("url", metavar="URL", help="a ws:// or wss:// URL")
-    add_filter(listen)
+    listen.add_argument("url", type=_ws_url, metavar="URL", help="a ws:// or wss:// URL")
+    add_common(listen)
     listen.add_argument(
         "--send",
         action="append",
-        type=_json_arg,
+        type=_json_text,
         default=[],
         metavar="JSON",
-        help="send this on every new connection (repeatable)",
+        help="send this JSON text on every new connection, e.g. a subscription "
+        "(repeatable; sent in order)",
     )
-    listen.add_argument("--raw", action="store_true", help="print frames as received")
+    listen.add_argument(
+        "--raw", action="store_true", help="print each frame as received, one per line"
+    )
     listen.add_argument(
         "--rotate-every",
         type=_positive_float,
@@ -198,63 +289,111 @@ def build_parser() -> argparse.ArgumentParser:
     exchange = sub.add_parser(
         "exchange",
         help="run the demo exchange alone",
-        description="Run the demo exchange on loopback until interrupted.",
+        description="Run the demo exchange until Ctrl-C: /stream sends every trade, /ws "
+        "sends what was subscribed to with "
+        '{"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 1}.',
     )
     exchange.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
-    exchange.add_argument("--port", type=_port, default=8765, help="port (default 8765)")
+    exchange.add_argument(
+        "--port", type=_port, default=8765, metavar="P", help="port (default 8765; 0: any)"
+    )
+    exchange.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log connections to stderr"
+    )
     return parser
+
+
+# ---------------------------------------------------------------------- output
 
 
 class _Printer:
     """Writes messages to stdout and connection news to stderr."""
 
-    def __init__(self, out: TextIO, err: TextIO, raw: bool, count: int | None) -> None:
+    def __init__(
+        self, out: TextIO, out_bytes: BinaryIO | None, err: TextIO, count: int | None
+    ) -> None:
         self.out = out
+        self.out_bytes = out_bytes
         self.err = err
-        self.raw = raw
         self.count = count
         self.printed = 0
         self.done = asyncio.Event()
         self.broken_pipe = False
 
-    def message(self, msg: Any) -> None:
+    def json_line(self, msg: Any) -> None:
+        self._write(dump_json(msg) + "\n")
+
+    def raw_line(self, frame: Any) -> None:
+        if isinstance(frame, bytes):
+            if self.out_bytes is None:
+                self._write(frame.decode("utf-8", "backslashreplace") + "\n")
+            else:
+                self._write_bytes(frame + b"\n")
+        else:
+            self._write(f"{frame}\n")
+
+    def _write(self, line: str) -> None:
         if self.done.is_set():
             return
-        if self.raw and isinstance(msg, bytes):
-            line = msg.decode("utf-8", "backslashreplace")
-        elif self.raw:
-            line = str(msg)
-        else:
-            line = dump_json(msg)
         try:
-            self.out.write(line + "\n")
+            self.out.write(line)
             self.out.flush()
         except BrokenPipeError:
-            self.broken_pipe = True
-            self.done.set()
+            self._pipe_broke()
             return
+        self._counted()
+
+    def _write_bytes(self, data: bytes) -> None:
+        if self.done.is_set() or self.out_bytes is None:
+            return
+        try:
+            self.out.flush()
+            self.out_bytes.write(data)
+            self.out_bytes.flush()
+        except BrokenPipeError:
+            self._pipe_broke()
+            return
+        self._counted()
+
+    def _pipe_broke(self) -> None:
+        self.broken_pipe = True
+        self.done.set()
+
+    def _counted(self) -> None:
         self.printed += 1
         if self.count is not None and self.printed >= self.count:
             self.done.set()
 
     def news(self, text: str) -> None:
-        with contextlib.suppress(BrokenPipeError, ValueError):
-            self.err.write(f"[rxws] {text}\n")
+        with contextlib.suppress(OSError, ValueError):
+            self.err.write(f"rxws: {text}\n")
             self.err.flush()
 
 
-def _describe(event: Event) -> str:
-    if isinstance(event, Connecting):
-        return f"connecting to {event.url}" if event.url else "connecting"
-    if isinstance(event, Connected):
-        return "connected"
-    if isinstance(event, Disconnected):
-        return f"disconnected: {event.reason}"
-    if isinstance(event, Retrying):
-        return f"retrying in {event.delay:.2f} s (attempt {event.attempt})"
-    if isinstance(event, Rotated):
-        return "rotated to a new connection"
-    return f"gave up: {event.error}"
+def _why(error: BaseException) -> str:
+    """What ended a connection, in a few words (no advice)."""
+    if isinstance(error, IdleTimeout):
+        return f"no message for {error.timeout:g} s (idle timeout)"
+    if isinstance(error, ConnectionLost):
+        what = f"close code {error.code}" if error.code is not None else "link broke"
+        return f"{what} ({error.reason})" if error.reason else what
+    if isinstance(error, ConnectionFailed):
+        return error.reason
+    return _one_line(str(error)) or type(error).__name__
+
+
+def _fatal(error: BaseException) -> str:
+    """The one line that explains why the command gives up."""
+    if isinstance(error, ConnectionFailed):
+        return f"could not connect to {error.url}: {error.reason}"
+    return _one_line(str(error)) or type(error).__name__
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------------- running a client
 
 
 async def _run_client(
@@ -262,42 +401,61 @@ async def _run_client(
     printer: _Printer,
     filters: list[dict[str, Any]],
     *,
+    print_message: Callable[[Any], None],
     subscribe: tuple[Any, Any] | None = None,
     rate_every: float | None = None,
 ) -> int:
-    """Stream until the count is reached, Ctrl-C, or the first connection fails."""
-    outcome: dict[str, Any] = {"connected": False, "error": None}
+    """Stream until the count is reached, Ctrl-C, or the feed fails.
+
+    The feed fails when the first connection cannot be made, or when reconnecting
+    gives up (a non-retryable refusal). News before the first connection is held back,
+    so a failure to connect is exactly one line on stderr.
+    """
+    connected = False
+    rotated_pending = 0
+    error: BaseException | None = None
 
     def on_status(event: Event) -> None:
-        text = _describe(event)
-        if isinstance(event, Connected):
-            outcome["connected"] = True
-        elif isinstance(event, Disconnected) and not outcome["connected"] and event.error:
-            outcome["error"] = event.error
-            printer.done.set()
+        nonlocal connected, rotated_pending, error
+        if error is not None:
             return
+        if isinstance(event, Connected):
+            connected = True
+            printer.news(f"connected to {event.url}" if event.url else "connected")
+        elif isinstance(event, Disconnected):
+            if event.error is not None:
+                if not connected:
+                    error = event.error
+                    printer.done.set()
+                else:
+                    printer.news(f"dropped: {_why(event.error)}")
+            elif rotated_pending and event.reason == _OWN_CLOSE:
+                rotated_pending -= 1  # the old connection of a rotation, closed by us
+            elif event.reason != _OWN_CLOSE:
+                printer.news(f"closed by the server: {event.reason}")
+        elif isinstance(event, Retrying):
+            if connected:
+                printer.news(f"retrying in {event.delay:.2f} s (attempt {event.attempt})")
+        elif isinstance(event, Rotated):
+            rotated_pending += 1
+            printer.news("rotated: a new connection took over, the old one is closed")
         elif isinstance(event, Failed):
-            outcome["error"] = event.error
+            error = event.error
             printer.done.set()
-        if not isinstance(event, Connecting):
-            printer.news(text)
 
-    client.status.subscribe(on_status)
+    status = client.status.subscribe(on_status)
     if subscribe is not None:
         stream = client.multiplex(subscribe[0], subscribe[1], filters or None)
     else:
         stream = client.stream(filters or None)
-    sub = stream.subscribe(printer.message, lambda e: None)
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, printer.done.set)
-        loop.add_signal_handler(signal.SIGTERM, printer.done.set)
+    sub = stream.subscribe(print_message, lambda e: None)
     ticker = None
     if rate_every:
         ticker = asyncio.ensure_future(_report_rate(client, printer, rate_every))
     try:
-        await client.start()
-        await printer.done.wait()
+        if not printer.done.is_set():
+            await client.start()
+            await printer.done.wait()
     finally:
         if ticker is not None:
             ticker.cancel()
@@ -305,12 +463,9 @@ async def _run_client(
                 await ticker
         sub.dispose()
         await client.close()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
-            loop.remove_signal_handler(signal.SIGTERM)
-    error = outcome["error"]
+        status.dispose()
     if error is not None:
-        printer.news(f"error: {error}")
+        printer.news(f"error: {_fatal(error)}")
         return EXIT_FAILED
     return EXIT_OK
 
@@ -319,37 +474,42 @@ async def _report_rate(client: WebSocketClient, printer: _Printer, every: float)
     last, last_t = client.stats.messages, time.monotonic()
     while True:
         await asyncio.sleep(every)
-        now, now_t = client.stats.messages, time.monotonic()
         s = client.stats
+        now, now_t = s.messages, time.monotonic()
         printer.news(
-            f"{(now - last) / (now_t - last_t):.0f} msg/s, {s.messages} received, "
+            f"{(now - last) / (now_t - last_t):.0f} msg/s; {s.messages} received, "
             f"{s.reconnects} reconnects, {s.rotations} rotations"
         )
         last, last_t = now, now_t
 
 
+# ---------------------------------------------------------------------- commands
+
+
 async def _demo(args: argparse.Namespace, printer: _Printer) -> int:
-    symbols = [s.upper() for s in args.symbols]
+    symbols = list(dict.fromkeys(s.upper() for s in args.symbols))
     streams = [f"{s.lower()}@trade" for s in symbols]
-    async with DemoExchange(interval=0.005, batch=2) as exchange:
+    traded = list(dict.fromkeys([*DEFAULT_SYMBOLS, *symbols]))
+    async with DemoExchange(symbols=traded, interval=0.005, batch=2) as exchange:
         printer.news(
-            f"demo exchange on {exchange.ws_url}: drops every connection every "
-            f"{args.drop_every:g} s; the client rotates every {args.rotate_every:g} s"
+            f"demo exchange on {exchange.ws_url}; it drops every connection every "
+            f"{args.drop_every:g} s and the client rotates every {args.rotate_every:g} s "
+            "(Ctrl-C stops)"
         )
         chaos = asyncio.ensure_future(_drop_every(exchange, args.drop_every))
         client = WebSocketClient(
             exchange.ws_url,
             backoff=Backoff(initial=0.2, maximum=2.0, reset_after=1.0),
             rotate_every=args.rotate_every,
-            dedupe=_trade_id,
+            dedupe=_trade_seq,
             idle_timeout=5.0,
         )
-        filters = args.filter or [{"e": "trade"}]
         try:
             return await _run_client(
                 client,
                 printer,
-                filters,
+                args.filter or [{"e": "trade"}],
+                print_message=printer.json_line,
                 subscribe=(
                     {"method": "SUBSCRIBE", "params": streams, "id": 1},
                     {"method": "UNSUBSCRIBE", "params": streams, "id": 2},
@@ -368,18 +528,17 @@ async def _drop_every(exchange: DemoExchange, every: float) -> None:
         await exchange.drop_all(1011, "demo fault")
 
 
-def _trade_id(msg: Any) -> Any:
-    if isinstance(msg, dict):
-        return msg.get("seq", msg.get("id"))
-    return None
+def _trade_seq(msg: Any) -> Any:
+    """The demo's dedupe key: a trade's global sequence number (``None``: not a trade)."""
+    return msg.get("seq") if isinstance(msg, dict) else None
 
 
 async def _listen(args: argparse.Namespace, printer: _Printer) -> int:
-    sends = list(args.send)
+    sends: list[str] = list(args.send)
 
     async def on_open(conn: Any) -> None:
-        for msg in sends:
-            await conn.send(msg if isinstance(msg, str) else dump_json(msg))
+        for text in sends:
+            await conn.send(text)
 
     client = WebSocketClient(
         args.url,
@@ -388,12 +547,16 @@ async def _listen(args: argparse.Namespace, printer: _Printer) -> int:
         idle_timeout=args.idle_timeout,
         on_open=on_open if sends else None,
     )
-    return await _run_client(client, printer, args.filter)
+    return await _run_client(
+        client,
+        printer,
+        args.filter,
+        print_message=printer.raw_line if args.raw else printer.json_line,
+    )
 
 
 def _parse_or_text(frame: str | bytes) -> Any:
-    from .codec import parse_json
-
+    """JSON when the frame parses, else the frame as a string (printed as a JSON string)."""
     try:
         return parse_json(frame)
     except ValueError:
@@ -403,13 +566,60 @@ def _parse_or_text(frame: str | bytes) -> Any:
 async def _exchange(args: argparse.Namespace, printer: _Printer) -> int:
     async with DemoExchange(host=args.host, port=args.port) as exchange:
         printer.news(f"demo exchange: every trade on {exchange.url}")
-        printer.news(f"demo exchange: SUBSCRIBE protocol on {exchange.ws_url}")
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, printer.done.set)
-            loop.add_signal_handler(signal.SIGTERM, printer.done.set)
+        printer.news(f"demo exchange: SUBSCRIBE protocol on {exchange.ws_url} (Ctrl-C stops)")
         await printer.done.wait()
     return EXIT_OK
+
+
+Runner = Callable[[argparse.Namespace, _Printer], Coroutine[Any, Any, int]]
+
+
+async def _guarded(runner: Runner, args: argparse.Namespace, printer: _Printer) -> int:
+    """Run a command with Ctrl-C and SIGTERM turned into a clean stop."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, printer.done.set)
+        except (NotImplementedError, RuntimeError, ValueError):  # not on this platform
+            continue
+        installed.append(signum)
+    try:
+        return await runner(args, printer)
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+@contextlib.contextmanager
+def _logging_for(verbosity: int) -> Iterator[None]:
+    """Send rxws's logs to stderr with ``-v``; keep them off the terminal otherwise.
+
+    Without ``-v`` the loggers of rxws and websockets get a handler that drops records
+    (so Python's last-resort handler does not print warnings the news lines already
+    tell); everything is put back on exit.
+    """
+    names = ("rxws", "websockets")
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
+    if verbosity:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("rxws: %(levelname)s %(name)s: %(message)s"))
+        level = logging.DEBUG if verbosity > 1 else logging.INFO
+    else:
+        handler = logging.NullHandler()
+        level = logging.WARNING
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(level)
+        lg.propagate = False
+    try:
+        yield
+    finally:
+        for lg, (old_level, old_propagate) in zip(loggers, saved, strict=True):
+            lg.removeHandler(handler)
+            lg.setLevel(old_level)
+            lg.propagate = old_propagate
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -419,20 +629,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0 on success, 1 when the connection failed, 2 on bad usage.
+        The exit status: 0 on success or Ctrl-C, 1 when the connection failed,
+        2 on bad usage.
     """
     args = build_parser().parse_args(argv)
-    printer = _Printer(sys.stdout, sys.stderr, getattr(args, "raw", False), vars(args).get("count"))
-    runner = {"demo": _demo, "listen": _listen, "exchange": _exchange}[args.command]
+    out_bytes = getattr(sys.stdout, "buffer", None)
+    printer = _Printer(sys.stdout, out_bytes, sys.stderr, getattr(args, "count", None))
+    runners: dict[str, Runner] = {"demo": _demo, "listen": _listen, "exchange": _exchange}
     try:
-        return asyncio.run(runner(args, printer))
-    except KeyboardInterrupt:
+        with _logging_for(args.verbose):
+            return asyncio.run(_guarded(runners[args.command], args, printer))
+    except KeyboardInterrupt:  # Ctrl-C where signal handlers are not available
         return EXIT_OK
-    except ValueError as exc:  # a bad URL, found when the client is built
-        sys.stderr.write(f"rxws: error: {exc}\n")
-        return EXIT_USAGE
-    except (RxwsError, OSError) as exc:
-        sys.stderr.write(f"rxws: error: {exc}\n")
+    except (RxwsError, OSError, ValueError) as exc:  # e.g. the exchange's port is taken
+        printer.news(f"error: {_fatal(exc)}")
         return EXIT_FAILED
     finally:
         if printer.broken_pipe:
