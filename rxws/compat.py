@@ -34,27 +34,28 @@ What behaves differently, on purpose:
   stays subscribed;
 - handlers get the message itself, not a deep copy per handler: do not mutate it;
 - async handlers run in order, one task per handler (not one task per message), each
-  with its own bounded buffer.
+  with its own bounded buffer;
+- :meth:`~AsyncWebsocketStreamInterface.exit` ends every stream (``async for`` loops
+  finish) and leaves no task behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 from abc import ABCMeta, abstractmethod
 from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, NoReturn
 
 import reactivex
 from reactivex import abc
-from reactivex.disposable import CompositeDisposable, Disposable
+from reactivex.disposable import Disposable
 
-from .bridge import AsyncStream, to_async_iterable
+from .bridge import AsyncStream, Overflow
 from .client import WebSocketClient
-from .errors import ParseError
+from .errors import ParseError, StreamClosed
 from .filters import Filters
 from .router import Router
 
@@ -65,106 +66,206 @@ log = logging.getLogger("rxws.compat")
 Handler = Callable[[Any], Any]
 
 
-def _drive(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
-    """Run ``coro`` synchronously as far as it goes.
+# ---------------------------------------------------------------------- streams
 
-    Returns ``(True, result)`` when it finished without suspending, else
-    ``(False, first_yield)`` with the coroutine suspended at its first await.
+
+class _Done(Coroutine[Any, Any, None]):
+    """A coroutine that is already finished: what :meth:`_FilterStream.close` returns.
+
+    ``await stream.close()``, ``asyncio.create_task(stream.close())`` (the old README's
+    spelling) and a bare ``stream.close()`` all work, and the last one leaves no
+    "never awaited" warning behind.
     """
-    try:
-        yielded = coro.send(None)
-    except StopIteration as stop:
-        return True, stop.value
-    return False, yielded
+
+    __slots__ = ()
+
+    def send(self, value: Any) -> NoReturn:
+        raise StopIteration
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> NoReturn:
+        raise typ if val is None else val
+
+    def close(self) -> None:
+        return None
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # a generator that finishes at once
+
+    def __repr__(self) -> str:
+        return "<closed>"
 
 
-async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
-    """Finish, on the running loop, a coroutine that :func:`_drive` left suspended."""
-    while True:
-        if yielded is None:
-            await asyncio.sleep(0)
-        else:
-            # The future the coroutine waits for; the coroutine reads its outcome itself.
-            with contextlib.suppress(BaseException):
-                await yielded
+_DONE = _Done()
+
+
+class _FilterStream(AsyncStream[Any]):
+    """What :meth:`AsyncWebsocketStreamInterface.stream_filter` returns.
+
+    An :class:`rxws.AsyncStream` whose :meth:`close` returns a finished coroutine, so
+    the old ``asyncio.create_task(stream.close())`` works beside ``await stream.close()``.
+    """
+
+    def close(self) -> Coroutine[Any, Any, None]:
+        """Close the stream now (idempotent); the result may be awaited or not.
+
+        Returns:
+            A coroutine that is already finished.
+        """
+        super().close()
+        return _DONE
+
+
+# ---------------------------------------------------------------------- parsing
+
+
+class _Resumed:
+    """Awaiting it carries on a coroutine that already ran up to its first suspension.
+
+    ``yielded`` is what the coroutine handed out there: the future it waits for, or
+    ``None`` for a bare yield (``asyncio.sleep(0)``). The awaiting task takes it as if
+    the coroutine had been awaited from the start; sends and throws (cancellation) go
+    through to the coroutine.
+    """
+
+    __slots__ = ("coro", "yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self.coro = coro
+        self.yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, yielded = self.coro, self.yielded
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+                continue
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+_FAILED: Any = object()
+
+
+class _Deferred:
+    """An awaitable that calls ``make()`` for the coroutine only when awaited."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self.make = make
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self.make().__await__()
+
+
+class _Parsing:
+    """One subscription of the parse stage: frames in, messages out, in order.
+
+    Each frame's ``_parse_raw_data`` coroutine is run synchronously as far as it goes.
+    The usual parser (``return json.loads(raw)``) finishes on that first step, so the
+    message is delivered inline, with no task and no loop turn. A parser that really
+    waits is finished by one worker task, which also parses, in order, the frames that
+    arrive meanwhile; a completion or error from upstream waits for it too.
+    """
+
+    __slots__ = ("backlog", "ended", "failing", "observer", "owner", "worker")
+
+    def __init__(self, owner: AsyncWebsocketStreamInterface, observer: abc.ObserverBase[Any]):
+        self.owner = owner
+        self.observer = observer
+        self.backlog: deque[Any] = deque()
+        self.worker: asyncio.Task[None] | None = None
+        self.ended: tuple[Exception | None] | None = None  # an upstream end held back
+        self.failing = False  # the last frame failed to parse (log once per burst)
+
+    def step(self, raw: Any) -> Any:
+        """The message, ``_FAILED``, or a :class:`_Resumed` when parsing must wait."""
         try:
-            yielded = coro.send(None)
-        except StopIteration as stop:
-            return stop.value
-
-
-def _parse_with(
-    parse: Callable[[Any], Any], on_error: Callable[[Exception], None]
-) -> Callable[[reactivex.Observable[Any]], reactivex.Observable[Any]]:
-    """Apply a sync or async parser in order, with no task per frame.
-
-    An async parser such as ``return json.loads(raw)`` finishes on its first step, so
-    each frame is parsed inline. If it ever really suspends, that frame and the ones
-    arriving meanwhile are parsed by one worker task, in order, until none are left.
-    """
-
-    def operator(source: reactivex.Observable[Any]) -> reactivex.Observable[Any]:
-        def subscribe(
-            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            backlog: deque[Any] = deque()
-            worker: list[asyncio.Task[None]] = []
-
-            def failed(raw: Any, exc: Exception) -> None:
-                size = len(raw) if isinstance(raw, (str, bytes)) else 0
-                error = ParseError(exc, size)
-                log.warning("%s", error)
-                on_error(error)
-
-            async def work(coro: Coroutine[Any, Any, Any], yielded: Any, raw: Any) -> None:
+            result = self.owner._parse_raw_data(raw)
+            if inspect.iscoroutine(result):
                 try:
-                    value = await _finish(coro, yielded)
+                    yielded = result.send(None)
+                except StopIteration as stop:
+                    return stop.value
+                return _Resumed(result, yielded)
+            return result  # a plain ``def _parse_raw_data`` works too
+        except Exception as exc:
+            self.failed(raw, exc)
+            return _FAILED
+
+    def failed(self, raw: Any, exc: Exception) -> None:
+        error = ParseError(exc, len(raw) if isinstance(raw, (str, bytes)) else 0)
+        if not self.failing:
+            self.failing = True
+            log.warning("_parse_raw_data failed: %s", error, exc_info=exc)
+        self.owner._client.report(error)
+
+    def deliver(self, msg: Any) -> None:
+        self.failing = False
+        self.observer.on_next(msg)
+
+    def on_next(self, raw: Any) -> None:
+        if self.worker is not None:
+            self.backlog.append(raw)
+            return
+        msg = self.step(raw)
+        if type(msg) is _Resumed:
+            self.worker = self.owner._spawn(self.work(msg, raw))
+        elif msg is not _FAILED:
+            self.deliver(msg)
+
+    async def work(self, pending: _Resumed, raw: Any) -> None:
+        try:
+            while True:
+                try:
+                    msg = await pending
                 except Exception as exc:
-                    failed(raw, exc)
+                    self.failed(raw, exc)
                 else:
-                    observer.on_next(value)
-                while backlog:
-                    raw = backlog.popleft()
-                    try:
-                        value = parse(raw)
-                        if inspect.iscoroutine(value):
-                            value = await value
-                    except Exception as exc:
-                        failed(raw, exc)
-                        continue
-                    observer.on_next(value)
+                    self.deliver(msg)
+                while True:
+                    if not self.backlog:
+                        self.worker = None
+                        if self.ended is not None:
+                            self.end(self.ended[0])
+                        return
+                    raw = self.backlog.popleft()
+                    msg = self.step(raw)
+                    if type(msg) is _Resumed:
+                        pending = msg
+                        break
+                    if msg is not _FAILED:
+                        self.deliver(msg)
+        finally:
+            self.worker = None
 
-            def on_next(raw: Any) -> None:
-                if worker and not worker[0].done():
-                    backlog.append(raw)
-                    return
-                try:
-                    value = parse(raw)
-                    if inspect.iscoroutine(value):
-                        coro = value
-                        finished, value = _drive(coro)
-                        if not finished:
-                            worker[:] = [asyncio.ensure_future(work(coro, value, raw))]
-                            return
-                except Exception as exc:
-                    failed(raw, exc)
-                    return
-                observer.on_next(value)
+    def end(self, error: Exception | None) -> None:
+        if self.worker is not None:
+            self.ended = (error,)
+        elif error is None:
+            self.observer.on_completed()
+        else:
+            self.observer.on_error(error)
 
-            sub = source.subscribe(
-                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
-            )
+    def dispose(self) -> None:
+        self.backlog.clear()
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.cancel()
 
-            def cancel() -> None:
-                backlog.clear()
-                for task in worker:
-                    task.cancel()
 
-            return CompositeDisposable(sub, Disposable(cancel))
-
-        return reactivex.create(subscribe)
-
-    return operator
+# ---------------------------------------------------------------------- the class
 
 
 class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
@@ -176,32 +277,47 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
 
     Attributes:
         stream_maxsize: Buffer size of each :meth:`stream_filter` stream.
-        stream_overflow: What a full stream does (see :func:`rxws.to_async_iterable`).
+        stream_overflow: What a full stream does (see :func:`rxws.to_async_iterable`):
+            ``"error"`` raises :class:`rxws.StreamOverflow` from the iterator.
         handler_maxsize: Buffer size of each async handler.
+        handler_overflow: What a full async handler buffer does; ``"drop_oldest"``
+            drops (counted in ``client.stats.dropped`` and logged as a warning).
+        rotation_min_interval: Seconds at least between the call of
+            :meth:`_when2create_new_ws` for a connection and that connection's
+            replacement, as before: a hook that returns at once does not make a storm
+            of connections.
         client_options: Extra keyword arguments for the underlying
-            :class:`rxws.WebSocketClient` (``backoff``, ``idle_timeout``, ...).
+            :class:`rxws.WebSocketClient` (``backoff``, ``idle_timeout``,
+            ``overlap_timeout``, ``send_timeout``, ...).
     """
 
     stream_maxsize: int = 10_000
-    stream_overflow: str = "error"
+    stream_overflow: Overflow = "error"
     handler_maxsize: int = 10_000
+    handler_overflow: Overflow = "drop_oldest"
+    rotation_min_interval: float = 1.0
     client_options: dict[str, Any] = {}
 
     def __init__(self) -> None:
-        asyncio.get_running_loop()  # as before: must be created inside a running loop
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                f"create {type(self).__name__} inside a running asyncio event loop (in an "
+                "async def): it connects at once"
+            ) from None
         self._handlers: dict[Handler, abc.DisposableBase] = {}
-        self._handler_tasks: set[asyncio.Task[None]] = set()
-        self._streams: set[AsyncStream[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._exited = False
         self._client = WebSocketClient(
             self._create_ws,
             parse=None,
-            rotate_when=self._when2create_new_ws,
+            rotate_when=self._rotation_signal,
             **self.client_options,
         )
-        # Parse once per message, then route through one index for every stream.
-        self._router = Router(
-            self._client.messages.pipe(_parse_with(self._parse_raw_data, self._client.report)),
+        # Parse once per frame, then route through one index for every stream.
+        self._router: Router[Any] = Router(
+            self._client.messages.pipe(self._parse_stage),
             on_subscriber_error=self._client.report,
         )
         self._client.start_now()
@@ -210,7 +326,7 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
 
     @abstractmethod
     async def _create_ws(self) -> Any:
-        """Open and return a new websockets connection."""
+        """Open and return a new websockets connection (or return a ws:// URL)."""
 
     @abstractmethod
     async def _when2create_new_ws(self) -> None:
@@ -237,6 +353,11 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
 
         Args:
             msg: ``str``/``bytes``, or anything JSON can represent.
+
+        Raises:
+            NotConnected: No connection within ``client_options["send_timeout"]``
+                (10 s by default).
+            StreamClosed: :meth:`exit` was called.
         """
         await self._client.send(msg)
 
@@ -249,33 +370,50 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
 
         Returns:
             An :class:`rxws.AsyncStream`; ``await stream.close()`` (or
-            ``stream.close()``) when done with it.
+            ``stream.close()``) when done with it. It raises
+            :class:`rxws.StreamOverflow` when :attr:`stream_maxsize` messages are
+            waiting to be read, and ends when :meth:`exit` is called.
+
+        Raises:
+            TypeError: ``_filters`` is not a list of dicts.
+            StreamClosed: :meth:`exit` was called.
         """
-        stream: AsyncStream[Any] = self._router.stream(_filters).pipe(
-            to_async_iterable(self.stream_maxsize, self.stream_overflow)  # type: ignore[arg-type]
+        self._check_open()
+        return _FilterStream(
+            self._router.stream(_filters), self.stream_maxsize, self.stream_overflow
         )
-        self._streams.add(stream)
-        return stream
 
     def add_handler(self, function_or_coroutine_function: Handler) -> None:
         """Call ``function_or_coroutine_function(msg)`` for every message.
 
-        Sync handlers run inline; async handlers run in order in one task each. A
-        handler that raises is logged and stays subscribed.
+        Sync handlers run inline, in the order messages arrive; each async handler runs
+        in one task of its own that awaits it for each message in order. A handler that
+        raises is logged (logger ``rxws.compat``) and stays subscribed. Adding the same
+        handler again does nothing.
 
         Args:
             function_or_coroutine_function: ``def f(msg)`` or ``async def f(msg)``.
+
+        Raises:
+            TypeError: The handler is not callable.
+            StreamClosed: :meth:`exit` was called.
         """
         handler = function_or_coroutine_function
+        if not callable(handler):
+            raise TypeError(
+                f"add_handler needs a function or coroutine function taking one message, "
+                f"got {type(handler).__name__}"
+            )
+        self._check_open()
         if handler in self._handlers:
             return
-        if inspect.iscoroutinefunction(handler):
-            stream: AsyncStream[Any] = self._router.stream(None).pipe(
-                to_async_iterable(self.handler_maxsize, "drop_oldest")
+        if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            getattr(handler, "__call__", None)  # noqa: B004  (an object with async __call__)
+        ):
+            stream: AsyncStream[Any] = AsyncStream(
+                self._router.stream(None), self.handler_maxsize, self.handler_overflow
             )
-            task = asyncio.ensure_future(self._run_async_handler(handler, stream))
-            self._handler_tasks.add(task)
-            task.add_done_callback(self._handler_tasks.discard)
+            task = self._spawn(self._run_async_handler(handler, stream))
 
             def stop() -> None:
                 stream.close()
@@ -293,7 +431,7 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
             self._handlers[handler] = self._router.stream(None).subscribe(call)
 
     def remove_handler(self, function_or_coroutine_function: Handler) -> None:
-        """Stop calling a handler added with :meth:`add_handler`.
+        """Stop calling a handler added with :meth:`add_handler` (no error if absent).
 
         Args:
             function_or_coroutine_function: The handler.
@@ -302,41 +440,102 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
         if sub is not None:
             sub.dispose()
 
+    async def wait_enter_handing_ws(self) -> None:
+        """Wait until a connection is up and delivering."""
+        await self._client.wait_connected()
+
+    async def exit(self) -> None:
+        """Close the connection and end every stream and handler; leave no task behind.
+
+        ``async for`` loops over :meth:`stream_filter` streams finish after the messages
+        already buffered. Safe to call more than once.
+        """
+        if self._exited:
+            return
+        self._exited = True
+        # Closes the connections and cancels _when2create_new_ws; every stream completes.
+        await self._client.close()
+        self._router.complete()
+        for sub in list(self._handlers.values()):
+            sub.dispose()
+        self._handlers.clear()
+        me = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not me]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_open(self) -> None:
+        if self._exited:
+            raise StreamClosed(f"this {type(self).__name__} (exit() was called)")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _parse_stage(self, source: reactivex.Observable[Any]) -> reactivex.Observable[Any]:
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            parsing = _Parsing(self, observer)
+            sub = source.subscribe(parsing.on_next, parsing.end, lambda: parsing.end(None))
+
+            def dispose() -> None:
+                sub.dispose()
+                parsing.dispose()
+
+            return Disposable(dispose)
+
+        return reactivex.create(subscribe)
+
+    def _rotation_signal(self) -> _Deferred:
+        """``rotate_when``: an awaitable that returns when the connection must go.
+
+        The coroutine is made only once it is awaited, so a rotation task cancelled
+        before it ever ran (an :meth:`exit` right after construction) leaves no
+        never-awaited coroutine behind.
+        """
+        return _Deferred(self._rotation_due)
+
+    async def _rotation_due(self) -> None:
+        """Return when :meth:`_when2create_new_ws` says the connection must be replaced."""
+        task = asyncio.current_task()
+        if task is not None:  # cancelled by the client on exit; awaited there too
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        loop = asyncio.get_running_loop()
+        earliest = loop.time() + self.rotation_min_interval
+        try:
+            await self._when2create_new_ws()
+        except Exception:
+            log.warning("_when2create_new_ws raised; replacing the connection", exc_info=True)
+        delay = earliest - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        log.debug("_when2create_new_ws returned; replacing the connection")
+
     async def _run_async_handler(self, handler: Handler, stream: AsyncStream[Any]) -> None:
         dropped = 0
         try:
             async for msg in stream:
                 if stream.dropped != dropped:
                     self._client.stats.dropped += stream.dropped - dropped
+                    dropped = stream.dropped
                     log.warning(
                         "async handler %r is too slow: %d messages dropped so far",
                         handler,
-                        stream.dropped,
+                        dropped,
                     )
-                    dropped = stream.dropped
                 try:
                     await handler(msg)
                 except Exception:
                     log.exception("handler %r raised; it stays subscribed", handler)
+        except Exception as exc:
+            log.error("async handler %r stops: %s", handler, exc)
         finally:
             await stream.aclose()
-
-    async def wait_enter_handing_ws(self) -> None:
-        """Wait until a connection is up and delivering."""
-        await self._client.wait_connected()
-
-    async def exit(self) -> None:
-        """Close the connection, every stream and handler; leave no task behind."""
-        if self._exited:
-            return
-        self._exited = True
-        for sub in list(self._handlers.values()):
-            sub.dispose()
-        self._handlers.clear()
-        tasks = list(self._handler_tasks)
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for stream in list(self._streams):
-            await stream.aclose()
-        self._streams.clear()
-        await self._client.close()
