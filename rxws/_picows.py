@@ -16,16 +16,17 @@ with a ValueError that names them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import ssl
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from ._redact import RedactingLogger, Redactor
-from ._transport import FrameHandler, Link, WebsocketsLink
+from ._redact import RedactingLogger, Redactor, header_items
+from ._transport import FrameHandler, Link, WebsocketsLink, certificate_error
 from .errors import (
-    CertificateError,
     ConnectionFailed,
     ConnectionLost,
     HandshakeRejected,
@@ -98,6 +99,31 @@ def picows_options(options: dict[str, Any], redactor: Redactor) -> dict[str, Any
     return out
 
 
+def _move_credentials(url: str, headers: Any, redactor: Redactor) -> tuple[str, Any]:
+    """Take ``user:password@`` out of ``url`` and send it as HTTP Basic authorization.
+
+    picows would put the URL's user information into the ``Host`` header (and so in
+    clear text into the server's logs); websockets sends it as an ``Authorization:
+    Basic`` header instead, unless one is given, and so does this transport.
+
+    Returns:
+        The URL without user information, and the headers to send (``headers``
+        unchanged when the URL has none).
+    """
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, headers
+    host = parts.netloc.rpartition("@")[2]
+    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    pairs = list(header_items(headers))
+    if not any(name.lower() == "authorization" for name, _ in pairs):
+        user_pass = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+        token = base64.b64encode(user_pass.encode()).decode()
+        redactor.add(token)
+        pairs.append(("Authorization", f"Basic {token}"))
+    return bare, pairs
+
+
 if _picows is not None:
 
     class _Listener(_picows.WSListener):
@@ -118,6 +144,10 @@ if _picows is not None:
         def on_ws_frame(self, transport: Any, frame: Any) -> None:
             kind = frame.msg_type
             msg_type = _picows.WSMsgType
+            if transport.is_close_frame_sent and kind is not msg_type.CLOSE:
+                # Closing: after a protocol error (picows still hands over the frame that
+                # broke a limit) or a close() of ours. Nothing more is delivered.
+                return
             if frame.fin and kind is msg_type.TEXT:
                 try:
                     payload: Any = frame.get_payload_as_utf8_text()
@@ -221,11 +251,18 @@ if _picows is not None:
     class PicowsLink:
         """A :class:`Link` over a picows connection."""
 
-        __slots__ = ("_conn", "_listener", "_transport")
+        __slots__ = ("_conn", "_listener", "_redactor", "_transport")
 
-        def __init__(self, transport: Any, listener: _Listener, close_timeout: float) -> None:
+        def __init__(
+            self,
+            transport: Any,
+            listener: _Listener,
+            close_timeout: float,
+            redactor: Redactor,
+        ) -> None:
             self._transport = transport
             self._listener = listener
+            self._redactor = redactor
             self._conn = PicowsConnection(transport, listener, close_timeout)
 
         @property
@@ -249,16 +286,31 @@ if _picows is not None:
                     listener.failure = exc
             failure = listener.failure
             if failure is not None:
-                if isinstance(failure, (ConnectionLost, Exception)):
-                    raise failure
-                raise ConnectionLost(None, str(failure))
+                raise self._lost(failure)
             handshake = self._transport.close_handshake
             received = handshake.recv if handshake is not None else None
             if received is None:
                 raise ConnectionLost(None, "the TCP connection broke without a close frame")
             code = int(received.code.value if hasattr(received.code, "value") else received.code)
             if code not in _NORMAL_CLOSE:
-                raise ConnectionLost(code, received.reason or "")
+                raise ConnectionLost(code, self._redactor(received.reason or ""))
+
+        def _lost(self, failure: BaseException) -> BaseException:
+            """What :meth:`run` raises for a connection that ended with ``failure``."""
+            assert _picows is not None
+            if isinstance(failure, ConnectionLost):
+                return failure
+            if isinstance(failure, _picows.WSProtocolError):
+                # picows found the server breaking the protocol (a frame over max_size,
+                # bad framing) and closed with that code: the same as websockets reports.
+                args = failure.args
+                code = args[0] if args else 1002
+                reason = args[1] if len(args) > 1 else ""
+                number = int(code.value if hasattr(code, "value") else code)
+                return ConnectionLost(number, self._redactor(str(reason)))
+            if isinstance(failure, (_picows.WSError, OSError)):
+                return ConnectionLost(None, self._redactor(f"{type(failure).__name__}: {failure}"))
+            return failure  # a subscriber's own error, passed on as with websockets
 
         async def send(self, data: str | bytes) -> None:
             await self._conn.send(data)
@@ -280,6 +332,9 @@ class PicowsTransport:
         assert _picows is not None
         shown = redactor.url(url)
         kwargs = picows_options(options, redactor)
+        url, headers = _move_credentials(url, kwargs.get("extra_headers"), redactor)
+        if headers is not None:
+            kwargs["extra_headers"] = headers
         max_size = int(kwargs["max_frame_size"])
         open_timeout = options.get("open_timeout", 10.0)
         close_timeout = float(options.get("close_timeout") or 10.0)
@@ -294,7 +349,7 @@ class PicowsTransport:
                 raise HandshakeRejected(shown, int(response.status)) from None
             raise ConnectionFailed(shown, f"handshake failed: {redactor(str(exc))}") from None
         except ssl.SSLCertVerificationError as exc:
-            raise CertificateError(shown, redactor(str(exc.verify_message or exc))) from None
+            raise certificate_error(shown, exc, redactor) from None
         except ssl.SSLError as exc:
             raise ConnectionFailed(shown, f"TLS error: {redactor(str(exc))}") from None
         except asyncio.TimeoutError:
@@ -306,7 +361,7 @@ class PicowsTransport:
         except OSError as exc:
             raise ConnectionFailed(shown, redactor(exc.strerror or str(exc))) from None
         assert isinstance(listener, _Listener)
-        return PicowsLink(transport, listener, close_timeout)
+        return PicowsLink(transport, listener, close_timeout, redactor)
 
     def wrap(self, connection: Any, redactor: Redactor) -> Link:
         return WebsocketsLink(connection, redactor)

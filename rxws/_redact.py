@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
-__all__ = ["MASK", "RedactingLogger", "Redactor", "redact_url"]
+__all__ = ["MASK", "RedactingLogger", "Redactor", "header_items", "redact_url"]
 
 MASK = "***"
 
@@ -97,7 +97,13 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, path, query, MASK if parts.fragment else ""))
 
 
-def _header_items(headers: Any) -> Iterable[tuple[str, str]]:
+def header_items(headers: Any) -> Iterable[tuple[str, str]]:
+    """The ``(name, value)`` pairs of request headers given in any form websockets takes.
+
+    Args:
+        headers: ``None``, a mapping, a list of pairs, or
+            ``websockets.datastructures.Headers``.
+    """
     if headers is None:
         return ()
     if isinstance(headers, Mapping):
@@ -120,13 +126,21 @@ class Redactor:
         self._secrets: list[str] = []
         if url:
             self.add_url(url)
-        for _, value in _header_items(headers):
+        for _, value in header_items(headers):
             self._add(value)
 
     def _add(self, secret: str) -> None:
         if len(secret) >= _MIN_SECRET and secret not in self._secrets:
             self._secrets.append(secret)
             self._secrets.sort(key=len, reverse=True)
+
+    def add(self, secret: str) -> None:
+        """Learn one more secret string (a token built from the URL, say).
+
+        Args:
+            secret: The secret; strings under 4 characters are not blanked in free text.
+        """
+        self._add(secret)
 
     def add_url(self, url: str) -> None:
         """Learn the secrets of another URL (for URLs that come from a callable).

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import connect as _ws_connect
 from websockets.exceptions import (
@@ -36,6 +37,7 @@ __all__ = [
     "Link",
     "Transport",
     "WebsocketsTransport",
+    "certificate_error",
     "connection_is_open",
     "get_transport",
 ]
@@ -91,6 +93,38 @@ def connection_is_open(connection: Any) -> bool:
         return bool(state is State.OPEN)
     closed = getattr(connection, "closed", None)
     return closed is False
+
+
+# OpenSSL verification results that mean "the certificate names another host".
+_NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+# ... and those that mean "no CA this client trusts signed it".
+_UNTRUSTED = (18, 19, 20, 21)  # self-signed leaf / in chain, issuer not found, unverifiable
+
+
+def certificate_error(
+    shown: str, exc: ssl.SSLCertVerificationError, redactor: Redactor
+) -> CertificateError:
+    """The :class:`CertificateError` for a failed TLS verification, saying what to do.
+
+    Args:
+        shown: The redacted URL.
+        exc: What the ``ssl`` module raised.
+        redactor: Blanks the connection's secrets.
+    """
+    what = str(exc.verify_message or exc.reason or exc)
+    code = exc.verify_code
+    if code in _NAME_MISMATCH:
+        host = urlsplit(shown).hostname or "this host"
+        what = what.split(",")[0].rstrip(".")  # "IP address mismatch, certificate is ..."
+        detail = (
+            f"the server's certificate is not valid for {host!r} ({what}); connect with a "
+            "host name the certificate lists, or give the server a certificate for this name"
+        )
+    elif code in _UNTRUSTED:
+        detail = f"{what}: the certificate was not signed by a CA that this client trusts"
+    else:
+        detail = what
+    return CertificateError(shown, redactor(detail))
 
 
 def lost_from_closed(exc: ConnectionClosed, redactor: Redactor) -> ConnectionLost:
@@ -150,7 +184,7 @@ class WebsocketsTransport:
         except InvalidStatus as exc:
             raise HandshakeRejected(shown, exc.response.status_code) from None
         except ssl.SSLCertVerificationError as exc:
-            raise CertificateError(shown, redactor(str(exc.verify_message or exc))) from None
+            raise certificate_error(shown, exc, redactor) from None
         except ssl.SSLError as exc:
             raise ConnectionFailed(shown, f"TLS error: {redactor(str(exc))}") from None
         except TimeoutError:

@@ -13,7 +13,7 @@ connection after it was sent that many trades; 0 closes right after the handshak
 ``drop_code``, ``malformed_every`` (a frame of broken JSON after every N trades),
 :meth:`refuse` (answer the next handshakes with HTTP statuses), :meth:`stall` (stop
 sending trades but keep answering pings), :meth:`drop_all`, :meth:`abort_all`,
-:meth:`send_raw` and :meth:`restart`.
+:meth:`send_raw`, :meth:`send_raw_invalid_text` and :meth:`restart`.
 """
 
 from __future__ import annotations
@@ -235,6 +235,30 @@ class DemoExchange:
     def send_raw(self, frame: str | bytes) -> None:
         """Send one raw frame (text or binary) to every open connection."""
         broadcast([c.ws for c in self._clients.values()], frame)
+
+    def send_raw_invalid_text(self, payload: bytes = b"\xff\xfe not utf-8") -> None:
+        """Send every open connection a text frame whose payload is not valid UTF-8.
+
+        websockets will not send such a frame from a ``str``, so the frame is built by
+        hand and written straight to each connection's transport, between two of the
+        server's own frames. A conforming client fails the connection with close code
+        1007.
+
+        Args:
+            payload: The frame's payload (under 126 bytes), which should not be UTF-8.
+
+        Raises:
+            ValueError: ``payload`` is 126 bytes or longer.
+        """
+        if len(payload) >= 126:
+            raise ValueError(
+                f"send_raw_invalid_text takes a payload under 126 bytes, got {len(payload)}"
+            )
+        frame = bytes((0x81, len(payload))) + payload  # FIN + text, unmasked
+        for client in self._clients.values():
+            transport = client.ws.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(frame)
 
     async def wait_for(self, predicate: Any, timeout: float = 5.0) -> None:
         """Wait until ``predicate()`` is true; it is checked on every change of state.
