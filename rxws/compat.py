@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 from abc import ABCMeta, abstractmethod
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
@@ -53,24 +54,32 @@ import reactivex
 from reactivex import abc
 from reactivex.disposable import Disposable
 
+from ._redact import MASK, Redactor
 from .bridge import AsyncStream, Overflow
 from .client import WebSocketClient
-from .errors import ParseError, StreamClosed
+from .errors import ConnectionFailed, ParseError, StreamClosed
 from .filters import Filters
 from .router import Router
 
-__all__ = ["AsyncWebsocketStreamInterface"]
+__all__ = ["AsyncWebsocketStreamInterface", "FilterStream"]
 
 log = logging.getLogger("rxws.compat")
 
 Handler = Callable[[Any], Any]
+
+# Listen keys, tokens: long runs of URL-safe characters (Binance's keys are 60 long).
+_TOKEN = re.compile(r"[A-Za-z0-9_\-.~=+]{32,}")
+
+
+def _redact_tokens(text: str) -> str:
+    return Redactor()(_TOKEN.sub(MASK, text))
 
 
 # ---------------------------------------------------------------------- streams
 
 
 class _Done(Coroutine[Any, Any, None]):
-    """A coroutine that is already finished: what :meth:`_FilterStream.close` returns.
+    """A coroutine that is already finished: what :meth:`FilterStream.close` returns.
 
     ``await stream.close()``, ``asyncio.create_task(stream.close())`` (the old README's
     spelling) and a bare ``stream.close()`` all work, and the last one leaves no
@@ -99,7 +108,7 @@ class _Done(Coroutine[Any, Any, None]):
 _DONE = _Done()
 
 
-class _FilterStream(AsyncStream[Any]):
+class FilterStream(AsyncStream[Any]):
     """What :meth:`AsyncWebsocketStreamInterface.stream_filter` returns.
 
     An :class:`rxws.AsyncStream` whose :meth:`close` returns a finished coroutine, so
@@ -310,7 +319,7 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._exited = False
         self._client = WebSocketClient(
-            self._create_ws,
+            self._open_ws,
             parse=None,
             rotate_when=self._rotation_signal,
             **self.client_options,
@@ -361,7 +370,7 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
         """
         await self._client.send(msg)
 
-    def stream_filter(self, _filters: Filters = None) -> AsyncStream[Any]:
+    def stream_filter(self, _filters: Filters = None) -> FilterStream:
         """An async iterator of the messages that ``_filters`` accepts.
 
         Args:
@@ -369,8 +378,8 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
                 dict are in it; ``None`` or ``[]`` for every message.
 
         Returns:
-            An :class:`rxws.AsyncStream`; ``await stream.close()`` (or
-            ``stream.close()``) when done with it. It raises
+            A :class:`FilterStream` (an :class:`rxws.AsyncStream`);
+            ``await stream.close()`` (or ``stream.close()``) when done with it. It raises
             :class:`rxws.StreamOverflow` when :attr:`stream_maxsize` messages are
             waiting to be read, and ends when :meth:`exit` is called.
 
@@ -379,7 +388,7 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
             StreamClosed: :meth:`exit` was called.
         """
         self._check_open()
-        return _FilterStream(
+        return FilterStream(
             self._router.stream(_filters), self.stream_maxsize, self.stream_overflow
         )
 
@@ -477,6 +486,20 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def _open_ws(self) -> Any:
+        """The client's url callable: :meth:`_create_ws`, any failure made retryable.
+
+        As before, a ``_create_ws`` that raises (network down, listen key request
+        refused, ...) is tried again, now with backoff instead of every second.
+        """
+        try:
+            return await self._create_ws()
+        except Exception as exc:
+            # The message may hold the URL the subclass built: blank token-like parts.
+            reason = f"{type(exc).__name__}: {_redact_tokens(str(exc))}"
+            log.warning("_create_ws raised %s; trying again", reason)
+            raise ConnectionFailed(f"{type(self).__name__}._create_ws", reason) from exc
 
     def _parse_stage(self, source: reactivex.Observable[Any]) -> reactivex.Observable[Any]:
         def subscribe(

@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
@@ -25,7 +25,7 @@ from websockets.protocol import State
 import rxws
 from rxws.compat import AsyncWebsocketStreamInterface
 
-Script = Callable[[int, ServerConnection], Awaitable[None]]
+Script = Callable[[int, ServerConnection], Coroutine[Any, Any, None]]
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
@@ -176,7 +176,7 @@ async def test_the_readme_filter_example_keeps_and_drops_the_readme_messages() -
         await closing
         await everything.close()
         assert stream.closed and everything.closed
-        stream.close()  # idempotent, and needs no await
+        _ = stream.close()  # idempotent, and needs no await
         await ws.exit()
 
 
@@ -231,14 +231,18 @@ async def test_sync_and_async_handlers_get_every_message_in_order_and_a_raising_
             await ws.wait_enter_handing_ws()
             go.set()
             await wait_until(
-                lambda: min(map(len, (sync_got, async_got, raising_sync_got, raising_async_got)))
-                >= count
+                lambda: (
+                    min(map(len, (sync_got, async_got, raising_sync_got, raising_async_got)))
+                    >= count
+                )
             )
         expected = [{"i": i} for i in range(count)]
         for got in (sync_got, async_got, raising_sync_got, raising_async_got):
             assert got == expected
         # No deep copy: every handler got the very same object.
-        for a, b, c, d in zip(sync_got, async_got, raising_sync_got, raising_async_got):
+        for a, b, c, d in zip(
+            sync_got, async_got, raising_sync_got, raising_async_got, strict=True
+        ):
             assert a is b is c is d
         errors = [r for r in compat_records(caplog) if r.exc_info]
         sync_errors = [r for r in errors if isinstance(r.exc_info[1], ValueError)]  # type: ignore[index]
@@ -413,3 +417,428 @@ async def test_exit_closes_the_connection_ends_streams_and_handlers_and_leaves_n
             ws.stream_filter()
         with pytest.raises(rxws.StreamClosed):
             ws.add_handler(print)
+
+
+# ---------------------------------------------------------------------- rotation
+
+
+class RotatingWs(ReadmeWs):
+    """The README subclass, with a ``_when2create_new_ws`` the test can release."""
+
+    def __init__(self, url: str) -> None:
+        self.rotate_signals: list[asyncio.Event] = []
+        super().__init__(url)
+
+    async def _when2create_new_ws(self) -> None:
+        signal = asyncio.Event()
+        self.rotate_signals.append(signal)
+        await signal.wait()
+
+
+async def hello(index: int, ws: ServerConnection) -> None:
+    await ws.send(json.dumps({"conn": index}))
+
+
+async def test_the_connection_is_replaced_when_when2create_new_ws_returns() -> None:
+    async with FrameServer(hello) as server:
+        ws = RotatingWs(server.url())
+        stream = ws.stream_filter()
+        assert await take(stream, 1) == [{"conn": 0}]
+        first = ws.present_ws
+        assert len(ws.rotate_signals) == 1  # called for the first connection
+        ws.rotate_signals[0].set()
+
+        # A new connection opens and takes over; the old one is really closed.
+        assert await take(stream, 1) == [{"conn": 1}]
+        await wait_until(lambda: 0 in server.closed)
+        assert server.closed[0] == 1000
+        assert first.state is State.CLOSED
+        assert ws.present_ws is not first
+        assert ws.present_ws.state is State.OPEN
+        assert ws.client.stats.rotations == 1
+        assert len(server.connections) == 2 and 1 not in server.closed
+
+        # Messages flow on the new connection, and the hook runs again for it.
+        await server.send(1, {"after": True})
+        assert await take(stream, 1) == [{"after": True}]
+        await wait_until(lambda: len(ws.rotate_signals) == 2)
+        await ws.exit()
+        await wait_until(lambda: 1 in server.closed)
+
+
+async def test_a_when2create_new_ws_that_raises_is_logged_and_rotates_without_a_storm(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Failing(ReadmeWs):
+        rotation_min_interval = 0.1
+
+        async def _when2create_new_ws(self) -> None:
+            raise RuntimeError("cannot tell")
+
+    async with FrameServer(hello) as server:
+        with caplog.at_level(logging.WARNING, logger="rxws.compat"):
+            ws = Failing(server.url())
+            stream = ws.stream_filter()
+            assert await take(stream, 3) == [{"conn": 0}, {"conn": 1}, {"conn": 2}]
+            await asyncio.sleep(0.3)
+            await ws.exit()
+        # Paced by rotation_min_interval: a handful of connections, not hundreds.
+        assert 3 <= len(server.connections) <= 10
+        failures = [r for r in compat_records(caplog) if "_when2create_new_ws raised" in r.message]
+        assert failures and isinstance(failures[0].exc_info[1], RuntimeError)  # type: ignore[index]
+
+
+# ---------------------------------------------------------------------- a user-data stream
+
+
+class ListenKeyExchange:
+    """A REST endpoint that hands out listen keys, and a websocket at /ws/<listenKey>.
+
+    The HTTP side is a bare ``asyncio.start_server``: each request gets a fresh
+    60-character key as ``{"listenKey": ...}``. The websocket side refuses unknown keys.
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.ws = FrameServer(process_request=self._check_key)
+        self._http: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ListenKeyExchange:
+        self._http = await asyncio.start_server(self._serve_key, "127.0.0.1", 0)
+        await self.ws.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.ws.__aexit__(None, None, None)
+        assert self._http is not None
+        self._http.close()
+        await self._http.wait_closed()
+
+    @property
+    def rest_port(self) -> int:
+        assert self._http is not None
+        port: int = self._http.sockets[0].getsockname()[1]
+        return port
+
+    async def _serve_key(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"GET /fapi/v1/listenKey ")
+            key = secrets.token_hex(30)
+            self.keys.append(key)
+            body = json.dumps({"listenKey": key}).encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    def _check_key(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.removeprefix("/ws/") not in self.keys:
+            return connection.respond(404, "unknown listen key\n")
+        return None
+
+    async def expire(self, index: int) -> None:
+        """Push Binance's listenKeyExpired event on connection ``index``."""
+        key = self.ws.paths[index].removeprefix("/ws/")
+        await self.ws.send(index, {"e": "listenKeyExpired", "E": 1, "listenKey": key})
+
+
+class UserDataWs(AsyncWebsocketStreamInterface):
+    """In the style of the old README's BinanceFapiAsyncWs (listen key over HTTP)."""
+
+    def __init__(self, ws_baseurl: str, rest_port: int, api_key: str) -> None:
+        self.ws_baseurl = ws_baseurl
+        self.rest_port = rest_port
+        self.api_key = api_key
+        super().__init__()
+
+    async def _generate_listenkey(self) -> str:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.rest_port)
+        try:
+            writer.write(
+                f"GET /fapi/v1/listenKey HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"X-MBX-APIKEY: {self.api_key}\r\nConnection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+            response = await reader.read()
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        body = response.partition(b"\r\n\r\n")[2]
+        key: str = json.loads(body)["listenKey"]
+        return key
+
+    async def _create_ws(self) -> Any:
+        ws = await websockets.connect(self.ws_baseurl + "/ws/" + await self._generate_listenkey())
+        return ws
+
+    async def _when2create_new_ws(self) -> None:
+        listenKeyExpired_stream = self.stream_filter([{"e": "listenKeyExpired"}])
+
+        async def read_listenKeyExpired_stream(listenKeyExpired_stream: Any) -> None:
+            async for _news in listenKeyExpired_stream:
+                try:
+                    return
+                finally:
+                    asyncio.create_task(listenKeyExpired_stream.close())  # noqa: RUF006
+
+        read_listenKeyExpired_stream_task = asyncio.create_task(
+            read_listenKeyExpired_stream(listenKeyExpired_stream)
+        )
+        # Every 20 hours, or when the server says the listen key expired. (Python 3.11's
+        # asyncio.wait takes tasks only, and the tasks must not outlive the hook.)
+        sleep_task = asyncio.create_task(asyncio.sleep(20 * 3600))
+        try:
+            await asyncio.wait(
+                [read_listenKeyExpired_stream_task, sleep_task], return_when="FIRST_COMPLETED"
+            )
+        finally:
+            sleep_task.cancel()
+            read_listenKeyExpired_stream_task.cancel()
+            await listenKeyExpired_stream.close()
+        logging.getLogger("test.userdata").debug("Time to update ws connection.")
+
+    async def _parse_raw_data(self, raw_data: Any) -> Any:
+        msg = json.loads(raw_data)
+        return msg
+
+
+class UserDataUrlWs(UserDataWs):
+    """The same, with ``_create_ws`` returning the URL: rxws opens it (redacted logs)."""
+
+    async def _create_ws(self) -> Any:
+        return self.ws_baseurl + "/ws/" + await self._generate_listenkey()
+
+
+def records_with(caplog: pytest.LogCaptureFixture, secrets_: list[str]) -> list[str]:
+    """The captured lines (from any logger but the test server's) that show a secret."""
+    found = []
+    for record in caplog.records:
+        if record.name.startswith("websockets.server"):
+            continue  # the test server's own log
+        text = record.getMessage() + (record.exc_text or "")
+        if any(s in text for s in secrets_):
+            found.append(f"{record.name}: {text}")
+    return found
+
+
+def connections_are(server: FrameServer, count: int) -> Callable[[], bool]:
+    return lambda: len(server.connections) == count
+
+
+def closed(server: FrameServer, index: int) -> Callable[[], bool]:
+    return lambda: index in server.closed
+
+
+@pytest.mark.parametrize("cls", [UserDataWs, UserDataUrlWs], ids=["connection", "url"])
+async def test_a_user_data_stream_rotates_on_listen_key_expired_with_a_fresh_key(
+    cls: type[UserDataWs], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with ListenKeyExchange() as exchange:
+        server = exchange.ws
+        ws = cls(server.url("").rstrip("/"), exchange.rest_port, "api-key-1234")
+        orders = ws.stream_filter([{"e": "ORDER_TRADE_UPDATE"}])
+        await wait_until(lambda: len(server.connections) == 1)
+        assert server.paths == [f"/ws/{exchange.keys[0]}"]
+        await server.send(0, {"e": "ACCOUNT_UPDATE", "n": 0})  # filtered out
+        await server.send(0, {"e": "ORDER_TRADE_UPDATE", "n": 1})
+        assert await take(orders, 1) == [{"e": "ORDER_TRADE_UPDATE", "n": 1}]
+        first = ws.present_ws
+
+        for index in (1, 2):  # two expiries, two rotations
+            await exchange.expire(index - 1)
+            await wait_until(connections_are(server, index + 1), timeout=5.0)
+            assert len(exchange.keys) == index + 1
+            assert exchange.keys[index] not in exchange.keys[:index]  # a fresh listen key
+            assert server.paths[index] == f"/ws/{exchange.keys[index]}"
+            await server.send(index, {"e": "ORDER_TRADE_UPDATE", "n": index + 1})
+            assert await take(orders, 1) == [{"e": "ORDER_TRADE_UPDATE", "n": index + 1}]
+            await wait_until(closed(server, index - 1))  # the old one is closed
+            assert server.closed[index - 1] == 1000
+
+        assert first.state is State.CLOSED
+        assert ws.present_ws.state is State.OPEN
+        await server.send(2, {"e": "ORDER_TRADE_UPDATE", "n": 4})
+        assert await take(orders, 1) == [{"e": "ORDER_TRADE_UPDATE", "n": 4}]
+        assert ws.client.stats.rotations == 2
+        assert len(orders) == 0
+        await ws.exit()
+
+    keys = exchange.keys
+    # rxws never logs the listen key, at any level.
+    rxws_lines = [line for line in records_with(caplog, keys) if line.startswith("rxws")]
+    assert rxws_lines == []
+    if cls is UserDataUrlWs:
+        # rxws opened the connections itself: websockets' own DEBUG lines (the request
+        # line, the listenKeyExpired frame) went through its redacting logger too.
+        assert records_with(caplog, keys) == []
+        assert any("***" in r.getMessage() for r in caplog.records if r.name == "rxws.websockets")
+
+
+# ---------------------------------------------------------------------- parsing
+
+
+class AwaitingParseWs(ReadmeWs):
+    """A ``_parse_raw_data`` that really waits on some frames and fails on others."""
+
+    async def _parse_raw_data(self, raw_data: Any) -> Any:
+        msg = json.loads(raw_data)
+        i = msg["i"]
+        if i % 3 == 1:
+            await asyncio.sleep(0)  # a bare yield
+        if i % 7 == 2:
+            await asyncio.sleep(0.001)  # waits on a future
+        if i % 11 == 5:
+            await asyncio.sleep(0)
+            raise ValueError("bad frame, after waiting")
+        if i % 13 == 6:
+            raise ValueError("bad frame, at once")
+        return msg
+
+
+def failing_frame(i: int) -> bool:
+    return i % 11 == 5 or i % 13 == 6
+
+
+async def test_an_async_parse_that_really_waits_delivers_every_message_in_order(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    count = 600
+    go = asyncio.Event()
+
+    async def script(index: int, ws: ServerConnection) -> None:
+        await go.wait()
+        for i in range(count):
+            await ws.send(json.dumps({"i": i}))
+
+    async with FrameServer(script) as server:
+        with caplog.at_level(logging.WARNING, logger="rxws.compat"):
+            ws = AwaitingParseWs(server.url())
+            stream = ws.stream_filter()
+            handled: list[int] = []
+            ws.add_handler(lambda msg: handled.append(msg["i"]))
+            await ws.wait_enter_handing_ws()
+            go.set()
+            expected = [i for i in range(count) if not failing_frame(i)]
+            got = [msg["i"] for msg in await take(stream, len(expected), timeout=10.0)]
+        assert got == expected
+        assert handled == expected
+        assert ws.client.stats.parse_errors == count - len(expected)
+        warnings_ = [r for r in compat_records(caplog) if "_parse_raw_data failed" in r.message]
+        assert warnings_ and all(isinstance(r.exc_info[1], ValueError) for r in warnings_)  # type: ignore[index]
+        await ws.exit()
+
+
+async def test_a_plain_def_parse_works_too() -> None:
+    class SyncParse(ReadmeWs):
+        def _parse_raw_data(self, raw_data: Any) -> Any:
+            return {"parsed": json.loads(raw_data)}
+
+    async with FrameServer(hello) as server:
+        ws = SyncParse(server.url())
+        async with ws.stream_filter() as stream:
+            assert await take(stream, 1) == [{"parsed": {"conn": 0}}]
+        await ws.exit()
+
+
+async def test_exit_while_a_parse_is_waiting_cancels_it_and_leaves_no_task() -> None:
+    finished: list[str] = []
+
+    class Stuck(ReadmeWs):
+        async def _parse_raw_data(self, raw_data: Any) -> Any:
+            msg = json.loads(raw_data)
+            if msg["i"] == 2:
+                try:
+                    await asyncio.Event().wait()  # never set
+                finally:
+                    finished.append("cancelled")
+            return msg
+
+    async def script(index: int, ws: ServerConnection) -> None:
+        for i in range(5):
+            await ws.send(json.dumps({"i": i}))
+
+    async with FrameServer(script) as server:
+        ws = Stuck(server.url())
+        stream = ws.stream_filter()
+        assert await take(stream, 2) == [{"i": 0}, {"i": 1}]
+        await wait_until(lambda: ws.client.stats.messages == 5)  # 3 and 4 wait behind 2
+        assert len(stream) == 0
+        await ws.exit()
+        assert finished == ["cancelled"]
+        assert not ws._tasks
+        assert [m async for m in stream] == []  # ended
+
+
+# ---------------------------------------------------------------------- async handler buffer
+
+
+async def test_a_too_slow_async_handler_drops_the_oldest_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Small(ReadmeWs):
+        handler_maxsize = 3
+
+    release = asyncio.Event()
+    got: list[int] = []
+
+    async def slow(msg: Any) -> None:
+        got.append(msg["i"])
+        await release.wait()
+
+    go = asyncio.Event()
+
+    async def script(index: int, ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"i": 0}))
+        await go.wait()  # the handler is busy with 0 now
+        for i in range(1, 10):
+            await ws.send(json.dumps({"i": i}))
+
+    async with FrameServer(script) as server:
+        with caplog.at_level(logging.WARNING, logger="rxws.compat"):
+            ws = Small(server.url())
+            ws.add_handler(slow)
+            await wait_until(lambda: got == [0])
+            go.set()
+            await wait_until(lambda: ws.client.stats.messages == 10)
+            release.set()
+            await wait_until(lambda: len(got) == 4)
+        assert got == [0, 7, 8, 9]
+        assert ws.client.stats.dropped == 6
+        assert any("6 messages dropped" in r.message for r in compat_records(caplog))
+        await ws.exit()
+
+
+async def test_a_create_ws_that_raises_is_tried_again_with_backoff(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Flaky(ReadmeWs):
+        client_options = {"backoff": rxws.Backoff(initial=0.01, maximum=0.05)}
+        attempts = 0
+
+        async def _create_ws(self) -> Any:
+            self.attempts += 1
+            if self.attempts <= 2:
+                token = "k" * 40
+                raise OSError(f"network down for ws://x/ws/{token}")
+            return await super()._create_ws()
+
+    async with FrameServer(hello) as server:
+        with caplog.at_level(logging.INFO):
+            ws = Flaky(server.url())
+            async with ws.stream_filter() as stream:
+                assert await take(stream, 1) == [{"conn": 0}]
+        assert ws.attempts == 3
+        assert ws.client.stats.reconnects == 2
+        warned = [
+            r.getMessage() for r in compat_records(caplog) if "_create_ws raised" in r.message
+        ]
+        assert len(warned) == 2
+        assert all("OSError: network down for ws://x/ws/***" in m for m in warned)
+        assert "k" * 40 not in caplog.text
+        await ws.exit()
