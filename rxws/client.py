@@ -11,11 +11,16 @@ It composes the layers below into one hot feed::
 and adds what a long-running service needs around it: ``send`` to the present
 connection, ``multiplex`` subscriptions that are re-sent on every new connection,
 ``status`` events, non-fatal ``errors``, ``stats``, and an idempotent ``close``.
+
+The pipeline refers only to the client's internal state (``_Core``), never to the
+:class:`WebSocketClient` object itself, so a started client that its owner drops is
+garbage-collected: it warns with a ``ResourceWarning`` and shuts its feed down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import warnings
 from collections.abc import Awaitable, Callable
@@ -26,15 +31,20 @@ from typing import Any
 import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
+from reactivex.observer import AutoDetachObserver
 from reactivex.subject import Subject
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from . import ops
-from ._transport import connection_is_open
+from ._redact import Redactor
+from ._transport import lost_from_closed
 from .backoff import Backoff
 from .codec import dump_json, parse_json
-from .errors import NotConnected, ParseError, StreamClosed
+from .errors import IdleTimeout, NotConnected, ParseError, StreamClosed
 from .events import Connected, Connecting, Disconnected, Event, Failed, Retrying, Rotated
 from .filters import Filters, compile_filters
+from .ops._idle import check_seconds
 from .router import Router
 from .source import OnOpen, UrlSource, connect, describe_url
 
@@ -42,15 +52,18 @@ __all__ = ["ClientStats", "WebSocketClient"]
 
 log = logging.getLogger("rxws.client")
 
-_NOTHING: Any = object()
+_FRAME_TYPES = (str, bytes, bytearray, memoryview)
+# How long close() lets multiplex messages already under way (UNSUBSCRIBE) go out.
+_FLUSH_SECONDS = 1.0
 
 
-@dataclass
+@dataclass(slots=True)
 class ClientStats:
     """Counters of a :class:`WebSocketClient`, all integers, only ever growing.
 
     Attributes:
-        messages: Messages received (after parsing), over all connections.
+        messages: Messages the feed delivered (parsed; a rotation's overlap counted
+            once), over all connections.
         reconnects: Reconnect attempts scheduled after a drop or a failed attempt.
         rotations: Completed make-before-break rotations.
         parse_errors: Frames skipped because they failed to parse.
@@ -66,15 +79,306 @@ class ClientStats:
     connections: int = 0
 
 
+def _direct_on_next(observer: abc.ObserverBase[Any]) -> Callable[[Any], None]:
+    """``observer``'s own ``on_next`` handler, without the auto-detach check.
+
+    Only for observers of the client's own layers, whose upstream stops delivering
+    once they are disposed or terminated (the connection's own auto-detach observer
+    and the router's ``link.live`` check guard the same thing): one call less per
+    message.
+    """
+    if type(observer) is AutoDetachObserver:
+        inner = getattr(observer, "_on_next", None)
+        if callable(inner):
+            return inner  # type: ignore[no-any-return]
+    return observer.on_next
+
+
+def _is_open(connection: Any) -> bool:
+    """Whether ``connection`` can send; look-alikes without a state count as open."""
+    state = getattr(connection, "state", None)
+    if state is not None:
+        return bool(state is State.OPEN)
+    closed = getattr(connection, "closed", None)
+    return closed is not True
+
+
+def _frame(msg: Any, serialize: Callable[[Any], str | bytes]) -> Any:
+    return msg if isinstance(msg, _FRAME_TYPES) else serialize(msg)
+
+
 class _Multiplexed:
-    """One ``multiplex`` registration: its messages and how many subscribers it has."""
+    """One ``multiplex`` registration: its frames and how many subscribers it has."""
 
-    __slots__ = ("count", "subscribe_msg", "unsubscribe_msg")
+    __slots__ = ("count", "subscribe_frame", "unsubscribe_frame")
 
-    def __init__(self, subscribe_msg: Any, unsubscribe_msg: Any) -> None:
-        self.subscribe_msg = subscribe_msg
-        self.unsubscribe_msg = unsubscribe_msg
+    def __init__(self, subscribe_frame: Any, unsubscribe_frame: Any) -> None:
+        self.subscribe_frame = subscribe_frame
+        self.unsubscribe_frame = unsubscribe_frame
         self.count = 0
+
+
+class _Attempt:
+    """One subscription of the source: one connection attempt and its connection."""
+
+    __slots__ = ("conn", "ended", "ready", "reported", "sent", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None  # the connection's task, once it runs
+        self.conn: Any = None
+        self.ready = False  # open and past on_open and the multiplex subscriptions
+        self.ended = False  # the connection is closed
+        self.reported = False  # its Disconnected event was already emitted
+        self.sent: set[_Multiplexed] = set()  # multiplex entries subscribed on it
+
+
+class _Core:
+    """The state the connection pipeline works on; it never refers to the client."""
+
+    def __init__(
+        self,
+        shown: str,
+        redactor: Redactor,
+        serialize: Callable[[Any], str | bytes],
+        user_on_open: OnOpen | None,
+    ) -> None:
+        self.shown = shown
+        self.redactor = redactor
+        self.serialize = serialize
+        self.user_on_open = user_on_open
+        self.stats = ClientStats()
+        self.status: Subject[Event] = Subject()
+        self.errors: Subject[Exception] = Subject()
+        # Attempts whose connection task runs, oldest first (a dict as an ordered set).
+        self.attempts: dict[_Attempt, None] = {}
+        self.changed = asyncio.Event()  # set when a connection is ready, on failure, on close
+        self.multiplexed: dict[_Multiplexed, None] = {}
+        self.sends: set[asyncio.Task[None]] = set()  # multiplex frames under way
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.closing = False
+        self.finished = False
+        self.failed: Exception | None = None
+
+    # ------------------------------------------------------------------ connections
+
+    def present(self) -> Any:
+        for attempt in reversed(self.attempts):
+            if attempt.ready and _is_open(attempt.conn):
+                return attempt.conn
+        return None
+
+    async def wait_present(self, timeout: float) -> Any:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while True:
+            conn = self.present()
+            if conn is not None:
+                return conn
+            if self.closing:
+                raise StreamClosed("this WebSocketClient")
+            if self.failed is not None:
+                raise NotConnected(loop.time() - start) from self.failed
+            remaining = start + timeout - loop.time()
+            if remaining <= 0:
+                raise NotConnected(timeout)
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(
+                    self.changed.wait(), None if remaining == float("inf") else remaining
+                )
+            except asyncio.TimeoutError:
+                raise NotConnected(timeout) from None
+
+    def source(
+        self, make: Callable[[_Attempt], Observable[Any]], idle: float | None
+    ) -> Observable[Any]:
+        """Each subscription: one attempt with its own connection and idle timer."""
+
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            attempt = _Attempt()
+            feed = make(attempt)
+            on_error: Callable[[Exception], None] = observer.on_error
+            if idle is not None:
+                feed = feed.pipe(ops.idle_timeout(idle))
+                on_error = self.idle_reporter(attempt, on_error)
+            return feed.subscribe(
+                _direct_on_next(observer), on_error, observer.on_completed, scheduler=scheduler
+            )
+
+        return reactivex.create(subscribe)
+
+    def idle_reporter(
+        self, attempt: _Attempt, on_error: Callable[[Exception], None]
+    ) -> Callable[[Exception], None]:
+        """``on_error`` that first reports an idle timeout as the attempt's disconnection.
+
+        The idle timer disposed the connection, whose own event would only say "closed
+        by the subscriber", and later than the ``Retrying`` that follows at once.
+        """
+
+        def reported(error: Exception) -> None:
+            if isinstance(error, IdleTimeout):
+                attempt.ready = False
+                if not attempt.reported and not attempt.ended:
+                    attempt.reported = True
+                    self.emit(Disconnected(self.redactor(str(error)), error))
+            on_error(error)
+
+        return reported
+
+    async def on_open(self, attempt: _Attempt, conn: Any) -> None:
+        attempt.conn = conn
+        if self.user_on_open is not None:
+            await self.user_on_open(conn)
+        sent = attempt.sent
+        # Entries added while this awaits are picked up by the next pass.
+        while True:
+            todo = [entry for entry in self.multiplexed if entry not in sent]
+            if not todo:
+                break
+            for entry in todo:
+                if entry in self.multiplexed:  # else its last subscriber left meanwhile
+                    sent.add(entry)
+                    await conn.send(entry.subscribe_frame)
+        attempt.ready = True
+        self.stats.connections += 1
+        self.changed.set()
+
+    def on_connection_event(self, attempt: _Attempt, event: Event) -> None:
+        if isinstance(event, Connecting):
+            task = asyncio.current_task()
+            if task is not None and attempt.task is None:
+                attempt.task = task
+                self.attempts[attempt] = None
+                task.add_done_callback(lambda _: self.attempts.pop(attempt, None))
+        elif isinstance(event, Disconnected):
+            attempt.ended = True
+            attempt.ready = False
+            attempt.sent.clear()
+            if attempt.reported:
+                return
+            attempt.reported = True
+        elif isinstance(event, Connected):
+            log.info("connected to %s", self.shown)
+        self.emit(event)
+
+    # ------------------------------------------------------------------ multiplex
+
+    def multiplex_joined(self, entry: _Multiplexed) -> None:
+        entry.count += 1
+        if entry.count != 1:
+            return
+        self.multiplexed[entry] = None
+        for attempt in self.attempts:
+            # Connections still in on_open send it themselves once they are ready.
+            if attempt.ready and _is_open(attempt.conn):
+                attempt.sent.add(entry)
+                self.send_soon(attempt.conn, entry.subscribe_frame)
+
+    def multiplex_left(self, entry: _Multiplexed) -> None:
+        entry.count -= 1
+        if entry.count != 0:
+            return
+        del self.multiplexed[entry]
+        for attempt in self.attempts:
+            if entry in attempt.sent:
+                attempt.sent.discard(entry)
+                if not self.closing and _is_open(attempt.conn):
+                    self.send_soon(attempt.conn, entry.unsubscribe_frame)
+
+    def send_soon(self, conn: Any, frame: Any) -> None:
+        # Tasks start in the order they are created and websockets writes a frame in
+        # its first step, so frames for one connection go out in order.
+        task = asyncio.ensure_future(self._send_quietly(conn, frame))
+        self.sends.add(task)
+        task.add_done_callback(self.sends.discard)
+
+    async def _send_quietly(self, conn: Any, frame: Any) -> None:
+        try:
+            await conn.send(frame)
+        except Exception as exc:  # the connection is going away; the next one resends
+            log.debug("could not send a multiplex message: %s", type(exc).__name__)
+
+    # ------------------------------------------------------------------ events
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, Retrying):
+            self.stats.reconnects += 1
+        elif isinstance(event, Rotated):
+            self.stats.rotations += 1
+        try:
+            self.status.on_next(event)
+        except Exception:
+            log.exception("a subscriber of client.status raised; ignored")
+
+    def on_nonfatal(self, error: Exception) -> None:
+        if isinstance(error, ParseError):
+            self.stats.parse_errors += 1
+        try:
+            self.errors.on_next(error)
+        except Exception:
+            log.exception("a subscriber of client.errors raised; ignored")
+
+    def on_fatal(self, error: Exception) -> None:
+        self.failed = error
+        log.error("%s gave up: %s", self.shown, error)
+        self.emit(Failed(error))
+        self.changed.set()
+
+    def guarded(self, feed: Observable[Any]) -> Observable[Any]:
+        """``feed`` counted; a closed or failed client subscribes nothing."""
+        stats = self.stats
+
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            if self.closing:
+                observer.on_completed()
+                return Disposable()
+            if self.failed is not None:
+                observer.on_error(self.failed)
+                return Disposable()
+            deliver = _direct_on_next(observer)
+
+            def count(msg: Any) -> None:
+                stats.messages += 1
+                deliver(msg)
+
+            return feed.subscribe(
+                count, observer.on_error, observer.on_completed, scheduler=scheduler
+            )
+
+        return reactivex.create(subscribe)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def stop(self, router: Router[Any]) -> None:
+        """Complete the streams and cancel every connection (synchronous part of close)."""
+        self.closing = True
+        self.changed.set()
+        router.complete()
+        for task in list(self.sends):
+            task.cancel()
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        for subject in (self.status, self.errors):
+            try:
+                subject.on_completed()
+            except Exception:
+                log.exception("a subscriber of the client raised on completion; ignored")
+
+
+def _abandon(core: _Core, router: Router[Any]) -> None:
+    """Shut down the feed of a client that was garbage-collected unclosed."""
+    try:
+        core.stop(router)
+    finally:
+        core.finish()
 
 
 class WebSocketClient:
@@ -84,25 +388,30 @@ class WebSocketClient:
         url: A ``ws://``/``wss://`` URL, or an async callable returning one (or an open
             connection), called at every connect.
         parse: Applied to every frame (``None`` for raw frames).
-        serialize: Turns what :meth:`send` gets into a frame when it is not
-            ``str``/``bytes``.
+        serialize: Turns what :meth:`send` and :meth:`multiplex` get into a frame when
+            it is not ``str``/``bytes``.
         backoff: Delay policy between reconnect attempts.
         rotate_every: Replace the connection every this many seconds
             (make-before-break).
         rotate_when: Replace the connection each time this Observable emits, or each
             time this async callable (called once per connection) returns.
         dedupe: ``msg -> hashable id``; with rotation, nothing is lost or repeated
-            across a switch.
+            across a switch (only used with ``rotate_every`` or ``rotate_when``).
         idle_timeout: Seconds without a message after which a connection is presumed
             dead and replaced.
         on_open: ``async (connection) -> None`` run on every new connection before
             messages flow (authenticate here); multiplex subscriptions are sent after it.
         max_attempts: Give up after this many failed connection attempts in a row
-            (``None``: never).
+            (``None``: never); the client then emits ``Failed`` on :attr:`status`.
         send_timeout: How long :meth:`send` waits for a connection by default.
         overlap_timeout: Longest overlap of two connections during a rotation.
         transport: Which transport carries the connections (``"websockets"``).
         **connect_kwargs: Passed to ``websockets.asyncio.client.connect``.
+
+    Raises:
+        ValueError: ``url`` is not a ws/wss URL or a callable, or a number is out of
+            range.
+        TypeError: ``parse``, ``serialize`` or ``on_open`` is not callable.
 
     Example:
         >>> async def main() -> None:  # doctest: +SKIP
@@ -129,34 +438,45 @@ class WebSocketClient:
         transport: str = "websockets",
         **connect_kwargs: Any,
     ) -> None:
+        for name, value in (("parse", parse), ("on_open", on_open)):
+            if value is not None and not callable(value):
+                raise TypeError(f"{name} must be callable or None, got {type(value).__name__}")
+        if not callable(serialize):
+            raise TypeError(
+                f"serialize must be a callable msg -> str | bytes, got {type(serialize).__name__}"
+            )
+        timeout = check_seconds("send_timeout", send_timeout)
+        assert timeout is not None
+        idle = check_seconds("idle_timeout", idle_timeout, allow_none=True)
+        # Checks the URL and the transport now (ValueError), not at the first connect.
+        connect(url, parse=parse, transport=transport, **connect_kwargs)
+
         self._shown = describe_url(url)
         self._serialize = serialize
-        self._user_on_open = on_open
-        self._send_timeout = send_timeout
-        self.stats = ClientStats()
-        self._status: Subject[Event] = Subject()
-        self._errors: Subject[Exception] = Subject()
-        self._live: list[Any] = []  # open connections whose on_open completed, oldest first
-        self._live_changed: asyncio.Event | None = None
-        self._opening = 0  # sessions between Connecting and Disconnected
-        self._multiplexed: dict[int, _Multiplexed] = {}
-        self._sent_on: dict[int, set[int]] = {}  # id(connection) -> multiplex ids sent
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._send_timeout = timeout
+        headers = connect_kwargs.get("additional_headers")
+        redactor = Redactor(url if isinstance(url, str) else None, headers)
+        core = self._core = _Core(self._shown, redactor, serialize, on_open)
+        self.stats: ClientStats = core.stats
+        """The client's counters (shared, live)."""
         self._keepalive: abc.DisposableBase | None = None
-        self._closed = False
-        self._failed: BaseException | None = None
+        self._closed: asyncio.Event | None = None  # set once close() has finished
 
-        feed = connect(
-            url,
-            parse=parse,
-            on_open=self._on_open,
-            on_event=self._on_connection_event,
-            on_error=self._on_nonfatal,
-            transport=transport,
-            **connect_kwargs,
-        )
-        if idle_timeout is not None:
-            feed = feed.pipe(ops.idle_timeout(idle_timeout))
+        def make(attempt: _Attempt) -> Observable[Any]:
+            async def on_open_(conn: Any) -> None:
+                await core.on_open(attempt, conn)
+
+            return connect(
+                url,
+                parse=parse,
+                on_open=on_open_,
+                on_event=lambda event: core.on_connection_event(attempt, event),
+                on_error=core.on_nonfatal,
+                transport=transport,
+                **connect_kwargs,
+            )
+
+        feed = core.source(make, idle)
         if rotate_every is not None or rotate_when is not None:
             feed = feed.pipe(
                 ops.rotate(
@@ -164,7 +484,7 @@ class WebSocketClient:
                     when=rotate_when,
                     dedupe=dedupe,
                     overlap_timeout=overlap_timeout,
-                    on_event=self._emit,
+                    on_event=core.emit,
                 )
             )
         feed = feed.pipe(
@@ -172,10 +492,10 @@ class WebSocketClient:
                 backoff if backoff is not None else Backoff(),
                 max_attempts=max_attempts,
                 on_complete="reconnect",
-                on_event=self._emit,
+                on_event=core.emit,
             )
         )
-        self._router = Router(self._counted(feed), on_subscriber_error=self._on_nonfatal)
+        self._router: Router[Any] = Router(core.guarded(feed), on_subscriber_error=core.on_nonfatal)
         self.messages: Observable[Any] = self._router.stream(None)
         """Every message of the feed (hot)."""
 
@@ -211,84 +531,103 @@ class WebSocketClient:
             StreamClosed: The client was closed.
             RuntimeError: No event loop is running.
         """
-        if self._closed:
+        core = self._core
+        if core.closing:
             raise StreamClosed("this WebSocketClient")
-        asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         if self._keepalive is None:
-            self._live_changed = asyncio.Event()
-            self._keepalive = self._router.connect(on_error=self._on_fatal)
+            core.loop = loop
+            self._keepalive = self._router.connect(on_error=core.on_fatal)
 
     async def close(self) -> None:
         """Close every connection and stop; safe to call more than once.
 
-        Waits until the connections are closed and no task of the client is left.
-        Streams of the client complete.
+        Multiplex messages already under way (an ``UNSUBSCRIBE``) are sent first, for
+        up to a second. Then every stream completes, a :meth:`send` that waits raises
+        :class:`rxws.StreamClosed`, the connections are closed and their tasks have
+        ended by the time this returns; :attr:`status` and :attr:`errors` complete.
+        A second call waits for the first to finish.
         """
-        if self._closed:
+        if self._closed is not None:
+            await self._closed.wait()
             return
-        self._closed = True
-        keepalive, self._keepalive = self._keepalive, None
-        if keepalive is not None:
-            keepalive.dispose()
-        self._router.complete()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        # Disposal cancels the connection tasks; wait until each has closed its socket.
-        for _ in range(1000):
-            if self._opening <= 0:
-                break
-            await asyncio.sleep(0.01)
-        self._live.clear()
-        self._status.on_completed()
-        self._errors.on_completed()
+        done = self._closed = asyncio.Event()
+        core = self._core
+        try:
+            if core.sends:
+                await asyncio.wait(set(core.sends), timeout=_FLUSH_SECONDS)
+            self._keepalive = None
+            core.stop(self._router)
+            running = {a.task for a in core.attempts if a.task is not None} | core.sends
+            if running:
+                await asyncio.wait(running)
+            # Connection tasks cancelled before their first step end on this turn.
+            await asyncio.sleep(0)
+        finally:
+            core.finish()
+            done.set()
 
     def __del__(self) -> None:
-        if getattr(self, "_keepalive", None) is not None and not self._closed:
-            warnings.warn(
-                f"{self!r} was started and never closed; use 'async with' or await close()",
-                ResourceWarning,
-                source=self,
-                stacklevel=2,
-            )
+        core: _Core | None = getattr(self, "_core", None)
+        if core is None or getattr(self, "_keepalive", None) is None or core.closing:
+            return
+        warnings.warn(
+            f"{self!r} was started and never closed; use 'async with' or await close()",
+            ResourceWarning,
+            stacklevel=2,
+            source=self,
+        )
+        loop = core.loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon(_abandon, core, self._router)
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
-        return self._closed
+        return self._closed is not None
 
     def __repr__(self) -> str:
-        if self._closed:
+        core = self._core
+        if core.closing:
             state = "closed"
-        elif self._failed is not None:
+        elif core.failed is not None:
             state = "failed"
-        elif self.present is not None:
+        elif core.present() is not None:
             state = "connected"
-        elif self._keepalive is not None:
+        elif self._keepalive is not None or self._router.connected:
             state = "connecting"
         else:
             state = "idle"
+        stats = core.stats
         return (
-            f"<WebSocketClient {self._shown} {state} messages={self.stats.messages} "
-            f"reconnects={self.stats.reconnects} rotations={self.stats.rotations}>"
+            f"<WebSocketClient {self._shown} {state} messages={stats.messages} "
+            f"reconnects={stats.reconnects} rotations={stats.rotations}>"
         )
 
     # ------------------------------------------------------------------ streams
 
     @property
     def status(self) -> Observable[Event]:
-        """Lifecycle events (:mod:`rxws.events`); subscribe before :meth:`start` to see all."""
-        return self._status
+        """Lifecycle events (:mod:`rxws.events`); subscribe before :meth:`start` to see all.
+
+        Completes when the client is closed. A connection that drops and comes back
+        shows ``Connecting``, ``Connected``, ``Disconnected``, ``Retrying``,
+        ``Connecting``, ``Connected``; ``Failed`` is the last event of a feed that gave up.
+        """
+        return self._core.status
 
     @property
     def errors(self) -> Observable[Exception]:
         """Non-fatal errors: :class:`rxws.ParseError`, :class:`rxws.SubscriberError`."""
-        return self._errors
+        return self._core.errors
 
     def stream(self, filters: Filters = None) -> Observable[Any]:
         """The messages that ``filters`` accepts, as in ``stream_filter`` (hot).
+
+        A subscription opens the connection if :meth:`start` has not; after
+        :meth:`close` it completes at once, and after the feed gave up it gets the
+        error that ended it.
 
         Args:
             filters: A list of dicts (OR of ANDs); ``None`` or ``[]`` for everything.
@@ -309,39 +648,41 @@ class WebSocketClient:
         The first subscriber sends ``subscribe_msg``; the last one leaving sends
         ``unsubscribe_msg``; while it has subscribers, ``subscribe_msg`` is sent again
         on every new connection (after a reconnect or a rotation), right after
-        ``on_open``.
+        ``on_open`` and before the connection counts as connected.
 
         Args:
-            subscribe_msg: What subscribes on the server (serialised if not str/bytes).
+            subscribe_msg: What subscribes on the server (serialised now if not
+                str/bytes).
             unsubscribe_msg: What unsubscribes.
             filters: Which messages belong to this stream.
 
         Returns:
             A reference-counted Observable.
+
+        Raises:
+            TypeError: ``filters`` is not a list of dicts.
+            Exception: Whatever ``serialize`` raises for a message it cannot handle.
         """
         compile_filters(filters)
-        entry = _Multiplexed(subscribe_msg, unsubscribe_msg)
-        key = id(entry)
+        entry = _Multiplexed(
+            _frame(subscribe_msg, self._serialize), _frame(unsubscribe_msg, self._serialize)
+        )
+        core = self._core
         stream = self._router.stream(filters)
 
         def subscribe(
             observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            entry.count += 1
-            if entry.count == 1:
-                self._multiplexed[key] = entry
-                self._send_to_live(key, entry.subscribe_msg)
-            inner = stream.subscribe(observer, scheduler=scheduler)
+            core.multiplex_joined(entry)
+            try:
+                inner = stream.subscribe(observer, scheduler=scheduler)
+            except BaseException:
+                core.multiplex_left(entry)
+                raise
 
             def dispose() -> None:
                 inner.dispose()
-                entry.count -= 1
-                if entry.count == 0:
-                    del self._multiplexed[key]
-                    for sent in self._sent_on.values():
-                        sent.discard(key)
-                    if not self._closed:
-                        self._send_to_live(None, entry.unsubscribe_msg)
+                core.multiplex_left(entry)
 
             return Disposable(dispose)
 
@@ -352,8 +693,7 @@ class WebSocketClient:
     @property
     def present(self) -> Any:
         """The newest open connection (a websockets connection), or ``None``."""
-        live = self._prune()
-        return live[-1] if live else None
+        return self._core.present()
 
     async def send(self, msg: Any, *, timeout: float | None = None) -> None:
         """Send ``msg`` on the present connection, waiting for one if needed.
@@ -364,14 +704,22 @@ class WebSocketClient:
             timeout: Seconds to wait for a connection (default: ``send_timeout``).
 
         Raises:
-            NotConnected: No connection opened within the timeout.
-            StreamClosed: The client is closed.
+            NotConnected: No connection opened within the timeout, or the feed gave up
+                (its error is the ``__cause__``).
+            StreamClosed: The client is closed, or was closed while waiting.
+            ConnectionLost: The connection broke while sending.
         """
-        if self._closed:
+        core = self._core
+        if core.closing:
             raise StreamClosed("this WebSocketClient")
-        data = msg if isinstance(msg, (str, bytes)) else self._serialize(msg)
-        conn = await self._wait_present(self._send_timeout if timeout is None else timeout)
-        await conn.send(data)
+        frame = _frame(msg, self._serialize)
+        conn = await core.wait_present(self._send_timeout if timeout is None else timeout)
+        try:
+            await conn.send(frame)
+        except ConnectionClosed as exc:
+            if core.closing:
+                raise StreamClosed("this WebSocketClient") from None
+            raise lost_from_closed(exc, core.redactor) from None
 
     async def wait_connected(self, timeout: float | None = None) -> Any:
         """Wait until a connection is open and past ``on_open``; return it.
@@ -383,98 +731,10 @@ class WebSocketClient:
             The present connection.
 
         Raises:
-            NotConnected: None opened within the timeout.
+            NotConnected: None opened within the timeout, or the feed gave up.
             StreamClosed: The client was closed meanwhile.
         """
-        return await self._wait_present(float("inf") if timeout is None else timeout)
-
-    async def _wait_present(self, timeout: float) -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            conn = self.present
-            if conn is not None:
-                return conn
-            if self._closed:
-                raise StreamClosed("this WebSocketClient")
-            if self._live_changed is None:
-                self._live_changed = asyncio.Event()
-            self._live_changed.clear()
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise NotConnected(timeout)
-            if remaining == float("inf"):
-                await self._live_changed.wait()
-                continue
-            try:
-                await asyncio.wait_for(self._live_changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                raise NotConnected(timeout) from None
-
-    def _prune(self) -> list[Any]:
-        live = self._live
-        if live and not connection_is_open(live[-1]):
-            live[:] = [c for c in live if connection_is_open(c)]
-        return live
-
-    def _send_to_live(self, key: int | None, msg: Any) -> None:
-        data = msg if isinstance(msg, (str, bytes)) else self._serialize(msg)
-        for conn in self._prune():
-            if key is not None:
-                self._sent_on.setdefault(id(conn), set()).add(key)
-            self._spawn(self._send_quietly(conn, data))
-
-    async def _send_quietly(self, conn: Any, data: str | bytes) -> None:
-        try:
-            await conn.send(data)
-        except Exception as exc:  # the connection is going away; the next one resends
-            log.debug("could not send a multiplex message: %s", type(exc).__name__)
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # ------------------------------------------------------------------ hooks
-
-    async def _on_open(self, conn: Any) -> None:
-        if self._user_on_open is not None:
-            await self._user_on_open(conn)
-        sent = self._sent_on.setdefault(id(conn), set())
-        # Entries added while this loop awaits are picked up by the next pass.
-        while True:
-            todo = [(k, e) for k, e in self._multiplexed.items() if k not in sent]
-            if not todo:
-                break
-            for key, entry in todo:
-                sent.add(key)
-                msg = entry.subscribe_msg
-                await conn.send(msg if isinstance(msg, (str, bytes)) else self._serialize(msg))
-        self._live.append(conn)
-        self.stats.connections += 1
-        if self._live_changed is not None:
-            self._live_changed.set()
-
-    def _on_connection_event(self, event: Event) -> None:
-        if isinstance(event, Connecting):
-            self._opening += 1
-        elif isinstance(event, Disconnected):
-            self._opening -= 1
-            self._prune()
-            live_ids = {id(c) for c in self._live}
-            for key in [k for k in self._sent_on if k not in live_ids]:
-                del self._sent_on[key]
-        elif isinstance(event, Connected):
-            log.info("connected to %s", self._shown)
-        self._emit(event)
-
-    def _emit(self, event: Event) -> None:
-        if isinstance(event, Retrying):
-            self.stats.reconnects += 1
-        elif isinstance(event, Rotated):
-            self.stats.rotations += 1
-        if not self._closed:
-            self._status.on_next(event)
+        return await self._core.wait_present(float("inf") if timeout is None else timeout)
 
     def report(self, error: Exception) -> None:
         """Count a non-fatal error and publish it on :attr:`errors`.
@@ -485,33 +745,4 @@ class WebSocketClient:
         Args:
             error: The error.
         """
-        self._on_nonfatal(error)
-
-    def _on_nonfatal(self, error: Exception) -> None:
-        if isinstance(error, ParseError):
-            self.stats.parse_errors += 1
-        if not self._closed:
-            self._errors.on_next(error)
-
-    def _on_fatal(self, error: Exception) -> None:
-        self._failed = error
-        log.error("%s gave up: %s", self._shown, error)
-        self._emit(Failed(error))
-
-    def _counted(self, source: Observable[Any]) -> Observable[Any]:
-        stats = self.stats
-
-        def subscribe(
-            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            on_next = observer.on_next
-
-            def count(msg: Any) -> None:
-                stats.messages += 1
-                on_next(msg)
-
-            return source.subscribe(
-                count, observer.on_error, observer.on_completed, scheduler=scheduler
-            )
-
-        return reactivex.create(subscribe)
+        self._core.on_nonfatal(error)
