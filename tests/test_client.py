@@ -1,4 +1,4 @@
-"""rxws.WebSocketClient against real loopback servers: DemoExchange, dead ports, stuck handshakes."""
+"""rxws.WebSocketClient on real loopback servers: DemoExchange, dead ports, stuck handshakes."""
 
 from __future__ import annotations
 
