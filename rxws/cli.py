@@ -432,7 +432,7 @@ async def _run_client(
             elif rotated_pending and event.reason == _OWN_CLOSE:
                 rotated_pending -= 1  # the old connection of a rotation, closed by us
             elif event.reason != _OWN_CLOSE:
-                printer.news(f"closed by the server: {event.reason}")
+                printer.news(f"disconnected: {event.reason}")
         elif isinstance(event, Retrying):
             if connected:
                 printer.news(f"retrying in {event.delay:.2f} s (attempt {event.attempt})")

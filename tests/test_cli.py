@@ -263,6 +263,56 @@ async def test_listen_reconnects_to_the_demo_exchange_after_it_drops() -> None:
         assert "dropped: close code 1011 (maintenance)" in stderr
 
 
+async def test_listen_replaces_a_silent_connection_with_idle_timeout() -> None:
+    connections = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        await ws.send(json.dumps({"n": connections}))
+        await ws.wait_closed()  # then silence
+
+    async with scripted_server(handler) as url:
+        proc = await start_cli("listen", url, "--idle-timeout", "0.3", "--count", "2")
+        code, out, err = await finish(proc)
+    stderr = err.decode()
+    assert code == 0, stderr
+    assert [json.loads(line) for line in out.splitlines()] == [{"n": 1}, {"n": 2}]
+    assert "dropped: no message for 0.3 s (idle timeout)" in stderr
+
+
+async def test_listen_rotate_every_replaces_the_connection() -> None:
+    async with DemoExchange(interval=0.005) as exchange:
+        proc = await start_cli("listen", exchange.url, "--rotate-every", "0.2", "--count", "100")
+        code, out, err = await finish(proc)
+        assert exchange.accepted >= 2
+    stderr = err.decode()
+    assert code == 0, stderr
+    assert len(out.splitlines()) == 100
+    assert "rotated: a new connection took over" in stderr
+    assert "dropped" not in stderr and "disconnected" not in stderr
+
+
+async def test_listen_reconnects_after_a_normal_close() -> None:
+    connections = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        await ws.send(json.dumps({"n": connections}))
+        if connections == 1:
+            await ws.close(1000)
+        else:
+            await ws.wait_closed()
+
+    async with scripted_server(handler) as url:
+        code, out, err = await finish(await start_cli("listen", url, "--count", "2"))
+    stderr = err.decode()
+    assert code == 0, stderr
+    assert [json.loads(line) for line in out.splitlines()] == [{"n": 1}, {"n": 2}]
+    assert "disconnected: closed normally by the server" in stderr
+
+
 @pytest.mark.parametrize("status", [503, 401])
 async def test_listen_exits_when_the_first_handshake_is_refused(status: int) -> None:
     async with DemoExchange() as exchange:
