@@ -40,6 +40,7 @@ from .client import WebSocketClient
 from .codec import dump_json, parse_json
 from .errors import ConnectionFailed, ConnectionLost, IdleTimeout, RxwsError
 from .events import Connected, Disconnected, Event, Failed, Retrying, Rotated
+from .filters import matches
 from .source import describe_url
 from .testing import DEFAULT_SYMBOLS, DemoExchange
 
@@ -547,12 +548,20 @@ async def _listen(args: argparse.Namespace, printer: _Printer) -> int:
         idle_timeout=args.idle_timeout,
         on_open=on_open if sends else None,
     )
-    return await _run_client(
-        client,
-        printer,
-        args.filter,
-        print_message=printer.raw_line if args.raw else printer.json_line,
-    )
+    filters: list[dict[str, Any]] = args.filter
+    print_message: Callable[[Any], None] = printer.json_line
+    if args.raw:
+        print_message = printer.raw_line
+        if filters:
+            # Filter on what each frame parses to; print the frame as received.
+            keep = matches(filters)
+
+            def print_if_kept(frame: Any) -> None:
+                if keep(_parse_or_text(frame)):
+                    printer.raw_line(frame)
+
+            print_message, filters = print_if_kept, []
+    return await _run_client(client, printer, filters, print_message=print_message)
 
 
 def _parse_or_text(frame: str | bytes) -> Any:

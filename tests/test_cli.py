@@ -224,6 +224,21 @@ async def test_listen_raw_prints_frames_as_received() -> None:
     assert out == b'{"a":   1}\nplain text\n\x00\x01binary\n'
 
 
+async def test_listen_raw_with_filter_matches_parsed_frames_and_prints_them_raw() -> None:
+    frames = ['{"s": "S1",  "i": 1}', '{"s": "S2", "i": 2}', "text", '{"i": 3,  "s": "S1"}']
+
+    async def handler(ws: ServerConnection) -> None:
+        for frame in frames:
+            await ws.send(frame)
+        await ws.wait_closed()
+
+    async with scripted_server(handler) as url:
+        proc = await start_cli("listen", url, "--raw", "--filter", "s=S1", "--count", "2")
+        code, out, err = await finish(proc)
+    assert code == 0, err.decode()
+    assert out.decode() == f"{frames[0]}\n{frames[3]}\n"
+
+
 async def test_listen_sends_on_every_connection_and_reconnects_after_a_drop() -> None:
     received: list[list[str]] = []
 
