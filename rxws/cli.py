@@ -413,11 +413,10 @@ async def _run_client(
     so a failure to connect is exactly one line on stderr.
     """
     connected = False
-    rotated_pending = 0
     error: BaseException | None = None
 
     def on_status(event: Event) -> None:
-        nonlocal connected, rotated_pending, error
+        nonlocal connected, error
         if error is not None:
             return
         if isinstance(event, Connected):
@@ -430,15 +429,12 @@ async def _run_client(
                     printer.done.set()
                 else:
                     printer.news(f"dropped: {_why(event.error)}")
-            elif rotated_pending and event.reason == _OWN_CLOSE:
-                rotated_pending -= 1  # the old connection of a rotation, closed by us
-            elif event.reason != _OWN_CLOSE:
+            elif event.reason != _OWN_CLOSE:  # not the old leg of a rotation, nor our close
                 printer.news(f"disconnected: {event.reason}")
         elif isinstance(event, Retrying):
             if connected:
                 printer.news(f"retrying in {event.delay:.2f} s (attempt {event.attempt})")
         elif isinstance(event, Rotated):
-            rotated_pending += 1
             printer.news("rotated: a new connection took over, the old one is closed")
         elif isinstance(event, Failed):
             error = event.error
