@@ -547,6 +547,25 @@ class ListenKeyExchange:
         await self.ws.send(index, {"e": "listenKeyExpired", "E": 1, "listenKey": key})
 
 
+async def fetch_listen_key(rest_port: int, api_key: str) -> str:
+    """A raw HTTP GET for a listen key, as a user-data client does before each connect."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", rest_port)
+    try:
+        writer.write(
+            f"GET /fapi/v1/listenKey HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"X-MBX-APIKEY: {api_key}\r\nConnection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        response = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    status, _, rest = response.partition(b"\r\n")
+    assert status == b"HTTP/1.1 200 OK", status
+    key: str = json.loads(rest.partition(b"\r\n\r\n")[2])["listenKey"]
+    return key
+
+
 class UserDataWs(AsyncWebsocketStreamInterface):
     """In the style of the old README's BinanceFapiAsyncWs (listen key over HTTP)."""
 
@@ -557,20 +576,7 @@ class UserDataWs(AsyncWebsocketStreamInterface):
         super().__init__()
 
     async def _generate_listenkey(self) -> str:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.rest_port)
-        try:
-            writer.write(
-                f"GET /fapi/v1/listenKey HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"X-MBX-APIKEY: {self.api_key}\r\nConnection: close\r\n\r\n".encode()
-            )
-            await writer.drain()
-            response = await reader.read()
-        finally:
-            writer.close()
-            await writer.wait_closed()
-        body = response.partition(b"\r\n\r\n")[2]
-        key: str = json.loads(body)["listenKey"]
-        return key
+        return await fetch_listen_key(self.rest_port, self.api_key)
 
     async def _create_ws(self) -> Any:
         ws = await websockets.connect(self.ws_baseurl + "/ws/" + await self._generate_listenkey())
@@ -842,3 +848,72 @@ async def test_a_create_ws_that_raises_is_tried_again_with_backoff(
         assert all("OSError: network down for ws://x/ws/***" in m for m in warned)
         assert "k" * 40 not in caplog.text
         await ws.exit()
+
+
+async def test_a_fatal_end_comes_after_the_frames_still_being_parsed() -> None:
+    release = asyncio.Event()
+
+    class Waiting(ReadmeWs):
+        client_options = {"max_attempts": 1}  # the first drop is fatal
+
+        async def _parse_raw_data(self, raw_data: Any) -> Any:
+            msg = json.loads(raw_data)
+            if msg["i"] == 2:
+                await release.wait()
+            return msg
+
+    async def script(index: int, ws: ServerConnection) -> None:
+        for i in range(5):
+            await ws.send(json.dumps({"i": i}))
+        await ws.close(1011)
+
+    async with FrameServer(script) as server:
+        ws = Waiting(server.url())
+        events: list[Any] = []
+        ws.client.status.subscribe(events.append)
+        stream = ws.stream_filter()
+        await wait_until(lambda: any(isinstance(e, rxws.events.Failed) for e in events))
+        assert [m["i"] for m in await take(stream, 2)] == [0, 1]
+        release.set()  # 2 is parsed now; 3 and 4 waited behind it
+        got = []
+        with pytest.raises(rxws.ReconnectExhausted):
+            async for msg in stream:
+                got.append(msg["i"])
+        assert got == [2, 3, 4]
+        await ws.exit()
+
+
+async def test_the_migration_guides_rxws_equivalent_rotates_on_listen_key_expired() -> None:
+    """The idiomatic rxws version of the user-data stream, as docs-migration shows it."""
+    async with ListenKeyExchange() as exchange:
+        server = exchange.ws
+        base = server.url("").rstrip("/")
+
+        async def user_data_url() -> str:
+            return f"{base}/ws/{await fetch_listen_key(exchange.rest_port, 'api-key-1234')}"
+
+        async def listen_key_expired() -> None:
+            async with client.stream([{"e": "listenKeyExpired"}]).pipe(
+                rxws.to_async_iterable()
+            ) as expired:
+                async for _ in expired:
+                    return
+
+        client = rxws.WebSocketClient(
+            user_data_url, rotate_every=20 * 3600, rotate_when=listen_key_expired
+        )
+        seen: list[Any] = []
+        async with client:
+            client.messages.subscribe(seen.append)
+            orders = client.stream([{"e": "ORDER_TRADE_UPDATE"}]).pipe(rxws.to_async_iterable())
+            async with orders:
+                await wait_until(connections_are(server, 1))
+                await server.send(0, {"e": "ORDER_TRADE_UPDATE", "n": 1})
+                assert await take(orders, 1) == [{"e": "ORDER_TRADE_UPDATE", "n": 1}]
+                await exchange.expire(0)
+                await wait_until(connections_are(server, 2), timeout=5.0)
+                assert server.paths[1] == f"/ws/{exchange.keys[1]}" != server.paths[0]
+                await server.send(1, {"e": "ORDER_TRADE_UPDATE", "n": 2})
+                assert await take(orders, 1) == [{"e": "ORDER_TRADE_UPDATE", "n": 2}]
+                await wait_until(closed(server, 0))
+        assert [m.get("n") for m in seen if m["e"] == "ORDER_TRADE_UPDATE"] == [1, 2]
