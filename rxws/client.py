@@ -43,7 +43,7 @@ from .backoff import Backoff
 from .codec import dump_json, parse_json
 from .errors import IdleTimeout, NotConnected, ParseError, StreamClosed
 from .events import Connected, Connecting, Disconnected, Event, Failed, Retrying, Rotated
-from .filters import Filters, compile_filters
+from .filters import Filters
 from .ops._idle import check_seconds
 from .router import Router
 from .source import OnOpen, UrlSource, connect, describe_url
@@ -101,6 +101,14 @@ def _is_open(connection: Any) -> bool:
         return bool(state is State.OPEN)
     closed = getattr(connection, "closed", None)
     return closed is not True
+
+
+def _check_timeout(timeout: float | None, default: float) -> float:
+    if timeout is None:
+        return default
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+    return float(timeout)
 
 
 def _frame(msg: Any, serialize: Callable[[Any], str | bytes]) -> Any:
@@ -261,7 +269,7 @@ class _Core:
                 return
             attempt.reported = True
         elif isinstance(event, Connected):
-            log.info("connected to %s", self.shown)
+            log.info("connected to %s", event.url or self.shown)
         self.emit(event)
 
     # ------------------------------------------------------------------ multiplex
@@ -271,6 +279,8 @@ class _Core:
         if entry.count != 1:
             return
         self.multiplexed[entry] = None
+        if self.closing:
+            return
         for attempt in self.attempts:
             # Connections still in on_open send it themselves once they are ready.
             if attempt.ready and _is_open(attempt.conn):
@@ -517,7 +527,9 @@ class WebSocketClient:
         """Connect and keep the feed up until :meth:`close`, with or without subscribers.
 
         Returns at once; the connection opens in the background (watch :attr:`status`,
-        or just :meth:`send`, which waits for it). Calling it again does nothing.
+        or just :meth:`send`, which waits for it). Calling it again does nothing, also
+        after the feed gave up (``Failed`` on :attr:`status`): a client that gave up
+        stays down; close it and create a new one.
 
         Raises:
             StreamClosed: The client was closed.
@@ -663,7 +675,6 @@ class WebSocketClient:
             TypeError: ``filters`` is not a list of dicts.
             Exception: Whatever ``serialize`` raises for a message it cannot handle.
         """
-        compile_filters(filters)
         entry = _Multiplexed(
             _frame(subscribe_msg, self._serialize), _frame(unsubscribe_msg, self._serialize)
         )
@@ -713,7 +724,7 @@ class WebSocketClient:
         if core.closing:
             raise StreamClosed("this WebSocketClient")
         frame = _frame(msg, self._serialize)
-        conn = await core.wait_present(self._send_timeout if timeout is None else timeout)
+        conn = await core.wait_present(_check_timeout(timeout, self._send_timeout))
         try:
             await conn.send(frame)
         except ConnectionClosed as exc:
@@ -734,7 +745,7 @@ class WebSocketClient:
             NotConnected: None opened within the timeout, or the feed gave up.
             StreamClosed: The client was closed meanwhile.
         """
-        return await self._core.wait_present(float("inf") if timeout is None else timeout)
+        return await self._core.wait_present(_check_timeout(timeout, float("inf")))
 
     def report(self, error: Exception) -> None:
         """Count a non-fatal error and publish it on :attr:`errors`.
