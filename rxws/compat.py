@@ -28,15 +28,24 @@ What behaves differently, on purpose:
 - a stream is never closed because 20 messages queued up; it buffers up to
   :attr:`~AsyncWebsocketStreamInterface.stream_maxsize` messages and then raises
   :class:`rxws.StreamOverflow` from the iterator (nothing is dropped silently);
-- a connection the server closes, cleanly or not, is reconnected with backoff;
-- the replaced connection is really closed;
+- a connection the server closes, cleanly or not, is reconnected with backoff, and a
+  ``_create_ws`` that raises is tried again with backoff;
+- on rotation the new connection is opened first, takes over with its first message
+  (or after ``overlap_timeout`` on a quiet feed), and the replaced one is really closed;
 - handler errors are logged (logger ``rxws.compat``), not swallowed, and the handler
   stays subscribed;
 - handlers get the message itself, not a deep copy per handler: do not mutate it;
 - async handlers run in order, one task per handler (not one task per message), each
   with its own bounded buffer;
+- ``send`` waits for a connection for ``send_timeout`` seconds (10 by default), then
+  raises :class:`rxws.NotConnected`; messages that are not ``str``/``bytes`` are sent
+  as JSON;
 - :meth:`~AsyncWebsocketStreamInterface.exit` ends every stream (``async for`` loops
-  finish) and leaves no task behind.
+  finish) and leaves no task behind; the instance cannot be used afterwards.
+
+``_create_ws`` may also return a ``ws://``/``wss://`` URL: rxws then opens the
+connection itself, with the URL's secrets (a listen key in the path) redacted from
+websockets' own log lines too.
 """
 
 from __future__ import annotations
