@@ -59,6 +59,19 @@ _TRANSLATED = {
 _NORMAL_CLOSE = (1000, 1001)
 
 
+class _PicowsLogger(RedactingLogger):
+    """The redacting logger handed to picows, with its ERROR lines logged as WARNING.
+
+    picows logs a peer's protocol violation (a frame over ``max_size``, bad framing)
+    at ERROR; rxws handles those (``ConnectionLost`` with the close code, then
+    reconnect), so for rxws they are warnings, as they are with websockets.
+    """
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        """Log one record, at WARNING at most."""
+        super().log(min(level, logging.WARNING), msg, *args, **kwargs)
+
+
 def picows_options(options: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
     """Translate websockets-style connect options into picows ``ws_connect`` arguments.
 
@@ -94,7 +107,7 @@ def picows_options(options: dict[str, Any], redactor: Redactor) -> dict[str, Any
         out["max_frame_size"] = 2**62
     else:
         out["max_frame_size"] = max_size
-    out["logger_name"] = options.get("logger") or RedactingLogger(log, redactor)
+    out["logger_name"] = options.get("logger") or _PicowsLogger(log, redactor)
     out["websocket_handshake_timeout"] = options.get("open_timeout", 10.0)
     return out
 
@@ -360,7 +373,12 @@ class PicowsTransport:
             raise ConnectionFailed(shown, f"{type(exc).__name__}: {redactor(str(exc))}") from None
         except OSError as exc:
             raise ConnectionFailed(shown, redactor(exc.strerror or str(exc))) from None
-        assert isinstance(listener, _Listener)
+        if not isinstance(listener, _Listener):
+            # picows hands back no listener when the link closed before the upgrade
+            # response (a proxy whose upstream is down, a server going away).
+            with contextlib.suppress(Exception):
+                transport.disconnect(graceful=False)
+            raise ConnectionFailed(shown, "the connection closed during the opening handshake")
         return PicowsLink(transport, listener, close_timeout, redactor)
 
     def wrap(self, connection: Any, redactor: Redactor) -> Link:
