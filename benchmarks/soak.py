@@ -71,7 +71,7 @@ import rxws
 from rxws.events import Connected, Disconnected, Event, Failed
 from rxws.testing import DemoExchange, FaultProxy
 
-__all__ = ["FAULT_KINDS", "FaultRecord", "SoakReport", "run_soak", "soak"]
+__all__ = ["FAULT_KINDS", "FaultRecord", "SoakReport", "classify_gaps", "run_soak", "soak"]
 
 FAULT_KINDS = (
     "cut",
@@ -351,6 +351,31 @@ def _expected(kind: str, seen: set[str]) -> bool:
     return True  # stall: nothing to see but a slow consumer
 
 
+def classify_gaps(
+    gaps: list[tuple[int, int]], windows: list[tuple[int, int]]
+) -> tuple[int, int, list[tuple[int, int]]]:
+    """Split gaps in ``seq`` into loss and what fault windows allow.
+
+    Args:
+        gaps: ``(a, b)`` for consecutive delivered ``seq`` values with ``b > a + 1``.
+        windows: ``(start_seq, end_seq)`` of each fault that broke the link.
+
+    Returns:
+        Trades lost outside every window, trades missing inside a window, and the
+        gaps outside every window.
+    """
+    lost = inside = 0
+    outside = []
+    for a, b in gaps:
+        missing = b - a - 1
+        if any(start <= a and b <= end for start, end in windows):
+            inside += missing
+        else:
+            lost += missing
+            outside.append((a, b))
+    return lost, inside, outside
+
+
 class _ErrorLogs(logging.Handler):
     """Keeps the first lines of ERROR records from every logger."""
 
@@ -571,14 +596,8 @@ class _Soak:
             for r in records
             if r.end_seq is not None and r.kind in _BREAKING
         ]
-        for a, b in self.gaps:
-            missing = b - a - 1
-            if any(start <= a and b <= end for start, end in windows):
-                report.lost_in_windows += missing
-            else:
-                report.lost += missing
-                if len(report.gaps_outside) < 10:
-                    report.gaps_outside.append((a, b))
+        report.lost, report.lost_in_windows, outside = classify_gaps(self.gaps, windows)
+        report.gaps_outside = outside[:10]
         report.messages = self.consumed
         report.tapped = self.tap_count
         report.stream_messages = sum(self.stream_counts)
@@ -598,7 +617,7 @@ async def soak(
     seed: int = 0,
     *,
     transport: str = "websockets",
-    rotate_every: float = 1.0,
+    rotate_every: float = 0.5,
     rss_limit_mb: float = 10.0,
     progress: Callable[[str], None] | None = None,
 ) -> SoakReport:
@@ -736,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
     length.add_argument("--seconds", type=float, help="how long to run, in seconds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault schedule")
     parser.add_argument("--transport", default="websockets", help="websockets or picows")
-    parser.add_argument("--rotate-every", type=float, default=1.0, help="seconds")
+    parser.add_argument("--rotate-every", type=float, default=0.5, help="seconds")
     parser.add_argument("--rss-limit-mb", type=float, default=10.0)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
