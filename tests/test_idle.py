@@ -17,7 +17,7 @@ from rxws.backoff import Backoff
 from rxws.errors import ConnectionLost, IdleTimeout, is_retryable
 from rxws.events import Event, Retrying
 from rxws.ops import idle_timeout, reconnect
-from rxws.testing import DemoExchange, FaultProxy
+from rxws.testing import DemoExchange, FaultProxy, Recorder
 
 on_next = ReactiveTest.on_next
 on_error = ReactiveTest.on_error
@@ -147,41 +147,13 @@ def test_bad_seconds_are_rejected(seconds: Any) -> None:
 # ---------------------------------------------------------------------------- loopback
 
 
-class Collector:
-    """Records what an Observable emits; await conditions on it."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self.error: Exception | None = None
-        self._changed = asyncio.Event()
-
-    def on_next(self, item: Any) -> None:
-        self.items.append(item)
-        self._changed.set()
-
-    def on_error(self, error: Exception) -> None:
-        self.error = error
-        self._changed.set()
-
-    def poke(self, *_: Any) -> None:
-        self._changed.set()
-
-    async def until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        async def wait() -> None:
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(wait(), timeout)
-
-
 async def blackhole_replaced(detector: Callable[[str], reactivex.Observable[Any]]) -> None:
     """Blackhole the link; check the detector ends it and a new link carries messages."""
     async with (
         DemoExchange(interval=0.002) as exchange,
         FaultProxy("127.0.0.1", exchange.port) as proxy,
     ):
-        got = Collector()
+        got = Recorder()
         failures: list[Exception] = []
         events: list[Event] = []
 
@@ -190,7 +162,7 @@ async def blackhole_replaced(detector: Callable[[str], reactivex.Observable[Any]
             # The dead link was detected and replacing it waits for the backoff:
             # forward again so that the new link goes through.
             proxy.blackhole(False)
-            got.poke()
+            got.notify()
 
         feed = detector(proxy.url()).pipe(
             ops.do_action(on_error=failures.append),
@@ -198,14 +170,14 @@ async def blackhole_replaced(detector: Callable[[str], reactivex.Observable[Any]
         )
         subscription = feed.subscribe(got.on_next, got.on_error)
         try:
-            await got.until(lambda: len(got.items) >= 5)
+            await got.wait_until(lambda: len(got.items) >= 5)
             proxy.blackhole()
             loop = asyncio.get_running_loop()
             started = loop.time()
-            await got.until(lambda: bool(events) or got.error is not None)
+            await got.wait_until(lambda: bool(events) or got.error is not None)
             detected_after = loop.time() - started
             before = len(got.items)
-            await got.until(lambda: len(got.items) >= before + 5 or got.error is not None)
+            await got.wait_until(lambda: len(got.items) >= before + 5 or got.error is not None)
             assert exchange.accepted == 2
         finally:
             subscription.dispose()

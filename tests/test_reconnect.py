@@ -26,7 +26,7 @@ from rxws.errors import (
 )
 from rxws.events import Connecting, Event, Retrying
 from rxws.ops import is_retryable, reconnect
-from rxws.testing import DemoExchange, FaultProxy
+from rxws.testing import DemoExchange, FaultProxy, Recorder
 
 on_next = ReactiveTest.on_next
 on_error = ReactiveTest.on_error
@@ -283,49 +283,12 @@ def test_subscribing_without_a_loop_or_scheduler_says_what_to_do() -> None:
 # ---------------------------------------------------------------------------- loopback
 
 
-class Collector:
-    """Subscribes an Observable and records what it emits; await conditions on it."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self.error: Exception | None = None
-        self.completed = False
-        self._changed = asyncio.Event()
-
-    def on_next(self, item: Any) -> None:
-        self.items.append(item)
-        self._changed.set()
-
-    def on_error(self, error: Exception) -> None:
-        self.error = error
-        self._changed.set()
-
-    def on_completed(self) -> None:
-        self.completed = True
-        self._changed.set()
-
-    def poke(self, *_: Any) -> None:
-        self._changed.set()
-
-    async def until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        async def wait() -> None:
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(wait(), timeout)
-
-    @property
-    def done(self) -> bool:
-        return self.error is not None or self.completed
-
-
-def record_events(sink: list[tuple[float, Event]], collector: Collector) -> Callable[[Event], None]:
+def record_events(sink: list[tuple[float, Event]], collector: Recorder) -> Callable[[Event], None]:
     loop = asyncio.get_running_loop()
 
     def record(event: Event) -> None:
         sink.append((loop.time(), event))
-        collector.poke()
+        collector.notify()
 
     return record
 
@@ -334,7 +297,7 @@ async def test_two_refused_handshakes_then_messages_flow() -> None:
     backoff = Backoff(initial=0.05, factor=2.0, jitter=0.0)
     async with DemoExchange(interval=0.002) as exchange:
         exchange.refuse(503, 503)
-        got = Collector()
+        got = Recorder()
         retries: list[tuple[float, Event]] = []
         connects: list[tuple[float, Event]] = []
         feed = rxws.connect(exchange.url, on_event=record_events(connects, got)).pipe(
@@ -342,7 +305,7 @@ async def test_two_refused_handshakes_then_messages_flow() -> None:
         )
         subscription = feed.subscribe(got.on_next, got.on_error, got.on_completed)
         try:
-            await got.until(lambda: len(got.items) >= 5 or got.done)
+            await got.wait_until(lambda: len(got.items) >= 5 or got.done)
         finally:
             subscription.dispose()
         assert got.error is None
@@ -361,14 +324,14 @@ async def test_two_refused_handshakes_then_messages_flow() -> None:
 async def test_401_is_not_retried() -> None:
     async with DemoExchange() as exchange:
         exchange.refuse(401)
-        got = Collector()
+        got = Recorder()
         retries: list[tuple[float, Event]] = []
         feed = rxws.connect(exchange.url).pipe(
             reconnect(Backoff(initial=0.01), on_event=record_events(retries, got))
         )
         subscription = feed.subscribe(got.on_next, got.on_error, got.on_completed)
         try:
-            await got.until(lambda: got.done)
+            await got.wait_until(lambda: got.done)
         finally:
             subscription.dispose()
         assert isinstance(got.error, HandshakeRejected)
@@ -382,14 +345,14 @@ async def test_max_attempts_against_a_dead_port() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    got = Collector()
+    got = Recorder()
     connects: list[tuple[float, Event]] = []
     feed = rxws.connect(f"ws://127.0.0.1:{port}/", on_event=record_events(connects, got)).pipe(
         reconnect(Backoff(initial=0.01, jitter=0.0), max_attempts=3)
     )
     subscription = feed.subscribe(got.on_next, got.on_error, got.on_completed)
     try:
-        await got.until(lambda: got.done)
+        await got.wait_until(lambda: got.done)
     finally:
         subscription.dispose()
     assert isinstance(got.error, ReconnectExhausted)
@@ -403,7 +366,7 @@ async def test_a_cut_link_is_replaced_and_messages_resume() -> None:
         DemoExchange(interval=0.002) as exchange,
         FaultProxy("127.0.0.1", exchange.port) as proxy,
     ):
-        got = Collector()
+        got = Recorder()
         retries: list[tuple[float, Event]] = []
         errors: list[Exception] = []
         feed = rxws.connect(proxy.url()).pipe(
@@ -412,13 +375,13 @@ async def test_a_cut_link_is_replaced_and_messages_resume() -> None:
         )
         subscription = feed.subscribe(got.on_next, got.on_error, got.on_completed)
         try:
-            await got.until(lambda: len(got.items) >= 10)
+            await got.wait_until(lambda: len(got.items) >= 10)
             loop = asyncio.get_running_loop()
             cut_at = loop.time()
             proxy.cut()
-            await got.until(lambda: bool(retries))
+            await got.wait_until(lambda: bool(retries))
             before = len(got.items)
-            await got.until(lambda: len(got.items) >= before + 10 or got.done)
+            await got.wait_until(lambda: len(got.items) >= before + 10 or got.done)
         finally:
             subscription.dispose()
         assert got.error is None

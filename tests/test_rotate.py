@@ -21,11 +21,15 @@ from rxws.backoff import Backoff
 from rxws.errors import ConnectionLost
 from rxws.events import Event, Retrying, Rotated
 from rxws.ops import idle_timeout, reconnect, rotate, stream_filter
-from rxws.testing import DemoExchange
+from rxws.testing import DemoExchange, Recorder
 
 
 def seq_of(msg: dict[str, Any]) -> Any:
     return msg.get("seq")
+
+
+def seqs_of(rec: Recorder) -> list[int]:
+    return [m["seq"] for m in rec.items]
 
 
 class Feed:
@@ -402,50 +406,15 @@ def test_state_is_per_subscription() -> None:
 # ---------------------------------------------------------------------------- loopback
 
 
-class Collector:
-    """Records what an Observable emits; await conditions on it."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self.error: Exception | None = None
-        self.events: list[Event] = []
-        self._changed = asyncio.Event()
-
-    def on_next(self, item: Any) -> None:
-        self.items.append(item)
-        self._changed.set()
-
-    def on_error(self, error: Exception) -> None:
-        self.error = error
-        self._changed.set()
-
-    def on_event(self, event: Event) -> None:
-        self.events.append(event)
-        self._changed.set()
-
-    async def until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        async def wait() -> None:
-            while not predicate():
-                if self.error is not None:
-                    raise self.error
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(wait(), timeout)
-
-    def seqs(self) -> list[int]:
-        return [m["seq"] for m in self.items]
-
-
 async def test_rotating_every_quarter_second_loses_and_repeats_nothing() -> None:
     async with DemoExchange(interval=0.002) as exchange:
-        got = Collector()
+        got = Recorder()
         feed = rxws.connect(exchange.url).pipe(
             rotate(every=0.25, dedupe=lambda m: m["seq"], on_event=got.on_event)
         )
         subscription = feed.subscribe(got.on_next, got.on_error)
         try:
-            await got.until(lambda: len(got.events) >= 7, timeout=10.0)
+            await got.wait_until(lambda: len(got.events) >= 7, timeout=10.0)
             await exchange.wait_for(lambda: exchange.open_connections == 1)
             assert exchange.accepted >= 6
         finally:
@@ -454,35 +423,35 @@ async def test_rotating_every_quarter_second_loses_and_repeats_nothing() -> None
         assert got.error is None
         assert got.events == [Rotated()] * len(got.events)
         assert len(got.items) > 300
-        assert_contiguous(got.seqs())
+        assert_contiguous(seqs_of(got))
 
 
 async def test_a_signal_rotates_without_loss() -> None:
     async with DemoExchange(interval=0.002) as exchange:
-        got = Collector()
+        got = Recorder()
         signal: Subject[None] = Subject()
         feed = rxws.connect(exchange.url).pipe(
             rotate(when=signal, dedupe=lambda m: m["seq"], on_event=got.on_event)
         )
         subscription = feed.subscribe(got.on_next, got.on_error)
         try:
-            await got.until(lambda: len(got.items) >= 20)
+            await got.wait_until(lambda: len(got.items) >= 20)
             assert exchange.accepted == 1
             signal.on_next(None)
-            await got.until(lambda: len(got.events) == 1)
+            await got.wait_until(lambda: len(got.events) == 1)
             await exchange.wait_for(lambda: exchange.open_connections == 1)
             count = len(got.items)
-            await got.until(lambda: len(got.items) >= count + 20)
+            await got.wait_until(lambda: len(got.items) >= count + 20)
         finally:
             subscription.dispose()
         await exchange.wait_for(lambda: exchange.open_connections == 0)
         assert exchange.accepted == 2
-        assert_contiguous(got.seqs())
+        assert_contiguous(seqs_of(got))
 
 
 async def test_without_dedupe_the_new_connection_takes_over_with_its_first_message() -> None:
     async with DemoExchange(interval=0.002) as exchange:
-        got = Collector()
+        got = Recorder()
         signal: Subject[None] = Subject()
         marks: list[int] = []
 
@@ -493,9 +462,9 @@ async def test_without_dedupe_the_new_connection_takes_over_with_its_first_messa
         feed = rxws.connect(exchange.url).pipe(rotate(when=signal, on_event=on_event))
         subscription = feed.subscribe(got.on_next, got.on_error)
         try:
-            await got.until(lambda: len(got.items) >= 10)
+            await got.wait_until(lambda: len(got.items) >= 10)
             signal.on_next(None)
-            await got.until(lambda: len(got.events) == 1)
+            await got.wait_until(lambda: len(got.events) == 1)
             await exchange.wait_for(lambda: exchange.open_connections == 1)
         finally:
             subscription.dispose()
@@ -506,7 +475,7 @@ async def test_without_dedupe_the_new_connection_takes_over_with_its_first_messa
 
 async def test_an_async_callable_is_asked_once_per_connection() -> None:
     async with DemoExchange(interval=0.002) as exchange:
-        got = Collector()
+        got = Recorder()
         calls = 0
 
         async def due() -> None:
@@ -522,21 +491,21 @@ async def test_an_async_callable_is_asked_once_per_connection() -> None:
         )
         subscription = feed.subscribe(got.on_next, got.on_error)
         try:
-            await got.until(lambda: len(got.events) == 2)
-            await got.until(lambda: calls == 3)
+            await got.wait_until(lambda: len(got.events) == 2)
+            await got.wait_until(lambda: calls == 3)
             await exchange.wait_for(lambda: exchange.open_connections == 1)
         finally:
             subscription.dispose()
         assert exchange.accepted == 3
         assert calls == 3
-        assert_contiguous(got.seqs())
+        assert_contiguous(seqs_of(got))
 
 
 async def test_an_async_callable_that_raises_counts_as_a_trigger(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with DemoExchange(interval=0.002) as exchange:
-        got = Collector()
+        got = Recorder()
         calls = 0
 
         async def broken() -> None:
@@ -550,7 +519,7 @@ async def test_an_async_callable_that_raises_counts_as_a_trigger(
         with caplog.at_level(logging.WARNING, logger="rxws.ops"):
             subscription = feed.subscribe(got.on_next, got.on_error)
             try:
-                await got.until(lambda: len(got.events) == 1)
+                await got.wait_until(lambda: len(got.events) == 1)
             finally:
                 subscription.dispose()
         assert "listen key refresh failed" in caplog.text
@@ -562,25 +531,25 @@ async def test_a_callable_that_is_not_async_rotates_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with DemoExchange(interval=0.002) as exchange:
-        got = Collector()
+        got = Recorder()
         feed = rxws.connect(exchange.url).pipe(
             rotate(when=lambda: None, dedupe=lambda m: m["seq"], on_event=got.on_event)
         )
         with caplog.at_level(logging.WARNING, logger="rxws.ops"):
             subscription = feed.subscribe(got.on_next, got.on_error)
             try:
-                await got.until(lambda: len(got.events) >= 2)
+                await got.wait_until(lambda: len(got.events) >= 2)
             finally:
                 subscription.dispose()
         assert "must be an async callable" in caplog.text
-        assert_contiguous(got.seqs())
+        assert_contiguous(seqs_of(got))
         await exchange.wait_for(lambda: exchange.open_connections == 0)
 
 
 async def test_the_documented_pipeline_composes() -> None:
     """filter, idle timeout, rotation and reconnect together, across a server restart."""
     async with DemoExchange(interval=0.002) as exchange:
-        got = Collector()
+        got = Recorder()
         feed = rxws.connect(exchange.url, close_timeout=0.2).pipe(
             stream_filter([{"s": "BTCUSDT"}]),
             idle_timeout(1.0),
@@ -589,16 +558,16 @@ async def test_the_documented_pipeline_composes() -> None:
         )
         subscription = feed.subscribe(got.on_next, got.on_error)
         try:
-            await got.until(lambda: got.events.count(Rotated()) >= 2)
+            await got.wait_until(lambda: got.events.count(Rotated()) >= 2)
             await exchange.drop_all(1011)
-            await got.until(lambda: any(isinstance(e, Retrying) for e in got.events))
+            await got.wait_until(lambda: any(isinstance(e, Retrying) for e in got.events))
             count = len(got.items)
-            await got.until(lambda: len(got.items) >= count + 10)
+            await got.wait_until(lambda: len(got.items) >= count + 10)
         finally:
             subscription.dispose()
         assert got.error is None
         assert {m["s"] for m in got.items} == {"BTCUSDT"}
         # Within one connection's run the BTC trades are every 4th sequence number.
-        seqs = got.seqs()
+        seqs = seqs_of(got)
         assert seqs == sorted(set(seqs))
         await exchange.wait_for(lambda: exchange.open_connections == 0)

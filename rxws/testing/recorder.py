@@ -8,6 +8,8 @@ from typing import Any
 
 from reactivex import abc
 
+from ..events import Event
+
 __all__ = ["Recorder"]
 
 
@@ -21,21 +23,36 @@ class Recorder(abc.ObserverBase[Any]):
         await rec.wait_for_count(5)
         sub.dispose()
 
+    Pass :meth:`on_event` as an ``on_event=`` hook to record lifecycle events too.
+
     Attributes:
         items: Every item received, in order.
         error: The error received, if any.
         completed: Whether ``on_completed`` was received.
+        events: Every event passed to :meth:`on_event`, in order.
     """
 
     def __init__(self) -> None:
         self.items: list[Any] = []
         self.error: Exception | None = None
         self.completed = False
+        self.events: list[Event] = []
         self._changed: asyncio.Event | None = None
 
-    def _notify(self) -> None:
+    def notify(self, *_: object) -> None:
+        """Wake the waiters so they check their condition again.
+
+        Call it when state the condition reads changed outside this recorder.
+        """
         if self._changed is not None:
             self._changed.set()
+
+    _notify = notify
+
+    def on_event(self, event: Event) -> None:
+        """Record one lifecycle event (use as an ``on_event=`` hook)."""
+        self.events.append(event)
+        self.notify()
 
     def on_next(self, value: Any) -> None:
         """Record one item."""
