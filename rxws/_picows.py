@@ -19,8 +19,9 @@ import asyncio
 import base64
 import contextlib
 import logging
+import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -135,6 +136,46 @@ def _move_credentials(url: str, headers: Any, redactor: Redactor) -> tuple[str, 
         redactor.add(token)
         pairs.append(("Authorization", f"Basic {token}"))
     return bare, pairs
+
+
+def _socket_factory(opened: list[socket.socket]) -> Callable[[Any], Awaitable[socket.socket]]:
+    """A picows ``socket_factory`` that connects the socket and remembers it in ``opened``.
+
+    picows leaves a connection open when its ``ws_connect`` is cancelled during the
+    opening handshake (``open_timeout``, or a subscriber disposing meanwhile); holding
+    the socket lets :func:`_shut` end it. A connect that fails or is cancelled here
+    closes its own socket.
+    """
+
+    async def connect(parsed: Any) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_STREAM)
+        failure: OSError = OSError(f"no address found for {parsed.host}")
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                await loop.sock_connect(sock, address)
+            except OSError as exc:
+                sock.close()
+                failure = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            opened.append(sock)
+            return sock
+        raise failure
+
+    return connect
+
+
+def _shut(sockets: list[socket.socket]) -> None:
+    """End the TCP connections of ``sockets``; whichever transport owns one closes it."""
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    sockets.clear()
 
 
 if _picows is not None:
@@ -352,6 +393,8 @@ class PicowsTransport:
         open_timeout = options.get("open_timeout", 10.0)
         close_timeout = float(options.get("close_timeout") or 10.0)
         factory: Callable[[], Any] = lambda: _Listener(max_size)  # noqa: E731
+        sockets: list[socket.socket] = []
+        kwargs["socket_factory"] = _socket_factory(sockets)
         try:
             transport, listener = await asyncio.wait_for(
                 _picows.ws_connect(factory, url, **kwargs), open_timeout
@@ -366,6 +409,7 @@ class PicowsTransport:
         except ssl.SSLError as exc:
             raise ConnectionFailed(shown, f"TLS error: {redactor(str(exc))}") from None
         except asyncio.TimeoutError:
+            _shut(sockets)
             raise ConnectionFailed(
                 shown, f"timed out after {open_timeout} s during the opening handshake"
             ) from None
@@ -373,6 +417,9 @@ class PicowsTransport:
             raise ConnectionFailed(shown, f"{type(exc).__name__}: {redactor(str(exc))}") from None
         except OSError as exc:
             raise ConnectionFailed(shown, redactor(exc.strerror or str(exc))) from None
+        except BaseException:  # cancelled
+            _shut(sockets)
+            raise
         if not isinstance(listener, _Listener):
             # picows hands back no listener when the link closed before the upgrade
             # response (a proxy whose upstream is down, a server going away).

@@ -194,6 +194,12 @@ async def test_silent_server_times_out_the_handshake(transport: str) -> None:
         assert rxws.is_retryable(rec.error)
         assert 0.15 < took < 2.0
         assert server.accepted == 1
+        # The client closed its end at once (the server is still up and silent).
+        for _ in range(100):
+            if server.open_connections == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert server.open_connections == 0
 
 
 async def test_client_keeps_retrying_a_silent_server(transport: str) -> None:

@@ -127,6 +127,20 @@ class Scene:
             await until(lambda: any(isinstance(e, Retrying) for e in self.events))
         await asyncio.sleep(0.02)
 
+    async def released(self) -> None:
+        """Wait (briefly) until the server sees every connection of the feed closed.
+
+        The servers are still up: a client that left a socket behind, half-way through
+        a handshake say, would show here, not only when the server goes away.
+        """
+        if self.silent is not None:
+            silent = self.silent
+            await promptly(until(lambda: silent.open_connections == 0))
+        else:
+            exchange = self.exchange
+            assert exchange is not None
+            await promptly(exchange.wait_for(lambda: exchange.open_connections == 0))
+
     def client(self) -> rxws.WebSocketClient:
         options = self.options()
         if self.state == "rotating":
@@ -173,6 +187,7 @@ async def test_client_close(state: str, transport: str) -> None:
                 await sending
         assert rec.completed and rec.error is None
         assert client.closed and client.present is None
+        await scene.released()
         await promptly(client.close())  # idempotent
 
 
@@ -195,6 +210,7 @@ async def test_client_cancel_the_iterating_task(state: str, transport: str) -> N
         assert sending.cancelled() == (scene.state != "rotating")
         assert stream.closed  # 'async with' closed it: its subscription is gone
         await promptly(client.close())
+        await scene.released()
 
 
 @pytest.mark.parametrize("state", STATES)
@@ -214,6 +230,7 @@ async def test_client_dispose_streams_then_close(state: str, transport: str) -> 
             sub.dispose()
         await asyncio.sleep(0.02)
         await promptly(client.close())
+        await scene.released()
 
 
 # ---------------------------------------------------------------------- the bare pipeline
@@ -226,9 +243,7 @@ async def test_pipeline_dispose(state: str, transport: str) -> None:
         sub = scene.pipeline().subscribe(rec)
         await scene.reached()
         sub.dispose()
-        if scene.exchange is not None:
-            exchange = scene.exchange
-            await promptly(exchange.wait_for(lambda: exchange.open_connections == 0))
+        await scene.released()
         assert not rec.done
 
 
@@ -243,9 +258,7 @@ async def test_pipeline_cancel_the_iterating_task(state: str, transport: str) ->
         with pytest.raises(asyncio.CancelledError):
             await promptly(consumer)
         assert stream.closed
-        if scene.exchange is not None:
-            exchange = scene.exchange
-            await promptly(exchange.wait_for(lambda: exchange.open_connections == 0))
+        await scene.released()
 
 
 async def test_stream_dropped_while_connecting_is_released(transport: str) -> None:
@@ -263,7 +276,10 @@ async def test_stream_dropped_while_connecting_is_released(transport: str) -> No
         with pytest.raises(asyncio.CancelledError):
             await task
         assert not stream.closed  # nobody closed it: the connection attempt still runs
+        await asyncio.sleep(0.05)
+        assert server.open_connections == 1
         await stream.aclose()  # ... until it is closed
+        await promptly(until(lambda: server.open_connections == 0))
 
 
 # ---------------------------------------------------------------------- compat exit()
@@ -324,6 +340,7 @@ async def test_compat_exit(state: str) -> None:
             await until(lambda: silent.accepted >= 1)
         await asyncio.sleep(0.02)
         await promptly(legacy.exit())
+        await scene.released()
         await promptly(consumer)  # the async for loop ended
         if state == "rotating":
             await promptly(sending)  # it was connected: the message went out

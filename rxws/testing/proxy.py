@@ -157,9 +157,15 @@ class FaultProxy:
 class SilentServer:
     """Accepts TCP connections on loopback and never sends a byte.
 
+    It reads (and ignores) what clients send, so it notices when a client gives up
+    and closes its end: :attr:`open_connections` counts the clients still connected.
+
     Args:
         host: Address to listen on.
         port: Port to listen on; 0 picks a free one.
+
+    Attributes:
+        accepted: Connections accepted so far.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -167,7 +173,12 @@ class SilentServer:
         self.port = port
         self.accepted = 0
         self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def open_connections(self) -> int:
+        """How many clients are connected now (they have not closed their end)."""
+        return len(self._writers)
 
     @property
     def url(self) -> str:
@@ -188,11 +199,19 @@ class SilentServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        for writer in self._writers:
+        for writer in list(self._writers):
             writer.transport.abort()
         if server is not None:
             await server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
-        self._writers.append(writer)
+        self._writers.add(writer)
+        try:
+            while await reader.read(65536):
+                pass
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.transport.abort()
