@@ -36,11 +36,11 @@ class Feed:
 
     def on_event(self, event: Event) -> None:
         self.events.append(event)
-        self.rec._notify()
+        self.rec.notify()
 
     def on_error(self, error: Exception) -> None:
         self.errors.append(error)
-        self.rec._notify()
+        self.rec.notify()
 
     def seqs(self) -> list[int]:
         return [m["seq"] for m in self.rec.items if isinstance(m, dict) and "seq" in m]

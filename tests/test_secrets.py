@@ -65,11 +65,11 @@ class Capture:
 
     def on_event(self, event: Event) -> None:
         self.events.append(event)
-        self.rec._notify()
+        self.rec.notify()
 
     def on_error(self, error: Exception) -> None:
         self.errors.append(error)
-        self.rec._notify()
+        self.rec.notify()
 
     async def until(self, predicate: Any, timeout: float = 5.0) -> None:
         await self.rec.wait_until(predicate, timeout)
