@@ -137,44 +137,6 @@ class FilterStream(AsyncStream[Any]):
 # ---------------------------------------------------------------------- parsing
 
 
-class _Resumed:
-    """Awaiting it carries on a coroutine that already ran up to its first suspension.
-
-    ``yielded`` is what the coroutine handed out there: the future it waits for, or
-    ``None`` for a bare yield (``asyncio.sleep(0)``). The awaiting task takes it as if
-    the coroutine had been awaited from the start; sends and throws (cancellation) go
-    through to the coroutine.
-    """
-
-    __slots__ = ("coro", "yielded")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
-        self.coro = coro
-        self.yielded = yielded
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, yielded = self.coro, self.yielded
-        while True:
-            try:
-                sent = yield yielded
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-                continue
-            try:
-                yielded = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
-
-
-_FAILED: Any = object()
-
-
 class _Deferred:
     """An awaitable that calls ``make()`` for the coroutine only when awaited."""
 
@@ -190,37 +152,67 @@ class _Deferred:
 class _Parsing:
     """One subscription of the parse stage: frames in, messages out, in order.
 
-    Each frame's ``_parse_raw_data`` coroutine is run synchronously as far as it goes.
-    The usual parser (``return json.loads(raw)``) finishes on that first step, so the
-    message is delivered inline, with no task and no loop turn. A parser that really
-    waits is finished by one worker task, which also parses, in order, the frames that
-    arrive meanwhile; a completion or error from upstream waits for it too.
+    Frames wait in a deque; one worker task per subscription (not per frame) runs
+    ``_parse_raw_data`` on each in turn, awaits it, and passes the message on. The
+    parser runs wholly inside that one task, as it ran inside the old class's reading
+    task, so what it does with the current task (``asyncio.timeout``, ``wait_for``,
+    context variables) behaves. A completion or error from upstream comes after the
+    frames that arrived before it.
     """
 
-    __slots__ = ("backlog", "ended", "failing", "observer", "owner", "worker")
+    __slots__ = ("backlog", "ended", "failing", "observer", "owner", "waiter", "worker")
 
-    def __init__(self, owner: AsyncWebsocketStreamInterface, observer: abc.ObserverBase[Any]):
+    def __init__(
+        self, owner: AsyncWebsocketStreamInterface, observer: abc.ObserverBase[Any]
+    ) -> None:
         self.owner = owner
         self.observer = observer
         self.backlog: deque[Any] = deque()
-        self.worker: asyncio.Task[None] | None = None
-        self.ended: tuple[Exception | None] | None = None  # an upstream end held back
+        self.ended: tuple[Exception | None] | None = None
         self.failing = False  # the last frame failed to parse (log once per burst)
+        self.waiter: asyncio.Future[None] | None = None
+        self.worker = owner._spawn(self.work())
 
-    def step(self, raw: Any) -> Any:
-        """The message, ``_FAILED``, or a :class:`_Resumed` when parsing must wait."""
-        try:
-            result = self.owner._parse_raw_data(raw)
-            if inspect.iscoroutine(result):
+    def on_next(self, raw: Any) -> None:
+        self.backlog.append(raw)
+        if self.waiter is not None:
+            self.wake()
+
+    def on_end(self, error: Exception | None = None) -> None:
+        self.ended = (error,)  # passed on once the backlog is empty
+        self.wake()
+
+    def wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def work(self) -> None:
+        backlog = self.backlog
+        parse = self.owner._parse_raw_data
+        on_next = self.observer.on_next
+        loop = asyncio.get_running_loop()
+        while True:
+            while backlog:
+                raw = backlog.popleft()
                 try:
-                    yielded = result.send(None)
-                except StopIteration as stop:
-                    return stop.value
-                return _Resumed(result, yielded)
-            return result  # a plain ``def _parse_raw_data`` works too
-        except Exception as exc:
-            self.failed(raw, exc)
-            return _FAILED
+                    msg = parse(raw)
+                    if inspect.iscoroutine(msg):
+                        msg = await msg
+                except Exception as exc:
+                    self.failed(raw, exc)
+                    continue
+                self.failing = False
+                on_next(msg)
+            if self.ended is not None:
+                error = self.ended[0]
+                if error is None:
+                    self.observer.on_completed()
+                else:
+                    self.observer.on_error(error)
+                return
+            self.waiter = loop.create_future()
+            await self.waiter
 
     def failed(self, raw: Any, exc: Exception) -> None:
         error = ParseError(exc, len(raw) if isinstance(raw, (str, bytes)) else 0)
@@ -229,58 +221,9 @@ class _Parsing:
             log.warning("_parse_raw_data failed: %s", error, exc_info=exc)
         self.owner._client.report(error)
 
-    def deliver(self, msg: Any) -> None:
-        self.failing = False
-        self.observer.on_next(msg)
-
-    def on_next(self, raw: Any) -> None:
-        if self.worker is not None:
-            self.backlog.append(raw)
-            return
-        msg = self.step(raw)
-        if type(msg) is _Resumed:
-            self.worker = self.owner._spawn(self.work(msg, raw))
-        elif msg is not _FAILED:
-            self.deliver(msg)
-
-    async def work(self, pending: _Resumed, raw: Any) -> None:
-        try:
-            while True:
-                try:
-                    msg = await pending
-                except Exception as exc:
-                    self.failed(raw, exc)
-                else:
-                    self.deliver(msg)
-                while True:
-                    if not self.backlog:
-                        self.worker = None
-                        if self.ended is not None:
-                            self.end(self.ended[0])
-                        return
-                    raw = self.backlog.popleft()
-                    msg = self.step(raw)
-                    if type(msg) is _Resumed:
-                        pending = msg
-                        break
-                    if msg is not _FAILED:
-                        self.deliver(msg)
-        finally:
-            self.worker = None
-
-    def end(self, error: Exception | None) -> None:
-        if self.worker is not None:
-            self.ended = (error,)
-        elif error is None:
-            self.observer.on_completed()
-        else:
-            self.observer.on_error(error)
-
     def dispose(self) -> None:
         self.backlog.clear()
-        worker, self.worker = self.worker, None
-        if worker is not None:
-            worker.cancel()
+        self.worker.cancel()
 
 
 # ---------------------------------------------------------------------- the class
@@ -515,7 +458,7 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
             observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             parsing = _Parsing(self, observer)
-            sub = source.subscribe(parsing.on_next, parsing.end, lambda: parsing.end(None))
+            sub = source.subscribe(parsing.on_next, parsing.on_end, parsing.on_end)
 
             def dispose() -> None:
                 sub.dispose()

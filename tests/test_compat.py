@@ -917,3 +917,30 @@ async def test_the_migration_guides_rxws_equivalent_rotates_on_listen_key_expire
                 assert await take(orders, 1) == [{"e": "ORDER_TRADE_UPDATE", "n": 2}]
                 await wait_until(closed(server, 0))
         assert [m.get("n") for m in seen if m["e"] == "ORDER_TRADE_UPDATE"] == [1, 2]
+
+
+async def test_a_parse_with_a_timeout_inside_times_out_itself_not_the_connection() -> None:
+    class Enriching(ReadmeWs):
+        async def _parse_raw_data(self, raw_data: Any) -> Any:
+            msg = json.loads(raw_data)
+            try:
+                async with asyncio.timeout(0.01):  # type: ignore[attr-defined]
+                    await asyncio.sleep(10)  # a lookup that hangs
+            except TimeoutError:
+                msg["enriched"] = False
+            return msg
+
+    if not hasattr(asyncio, "timeout"):
+        pytest.skip("asyncio.timeout is new in Python 3.11")
+
+    async def script(index: int, ws: ServerConnection) -> None:
+        for i in range(3):
+            await ws.send(json.dumps({"i": i}))
+
+    async with FrameServer(script) as server:
+        ws = Enriching(server.url())
+        async with ws.stream_filter() as stream:
+            got = await take(stream, 3)
+        assert got == [{"i": i, "enriched": False} for i in range(3)]
+        assert len(server.connections) == 1 and not server.closed  # the connection lived on
+        await ws.exit()
