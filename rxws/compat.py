@@ -137,18 +137,6 @@ class FilterStream(AsyncStream[Any]):
 # ---------------------------------------------------------------------- parsing
 
 
-class _Deferred:
-    """An awaitable that calls ``make()`` for the coroutine only when awaited."""
-
-    __slots__ = ("make",)
-
-    def __init__(self, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        self.make = make
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return self.make().__await__()
-
-
 class _Parsing:
     """One subscription of the parse stage: frames in, messages out, in order.
 
@@ -226,6 +214,21 @@ class _Parsing:
         self.worker.cancel()
 
 
+# ---------------------------------------------------------------------- rotation
+
+
+class _Deferred:
+    """An awaitable that calls ``make()`` for the coroutine only when awaited."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self.make = make
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self.make().__await__()
+
+
 # ---------------------------------------------------------------------- the class
 
 
@@ -270,8 +273,14 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
         self._handlers: dict[Handler, abc.DisposableBase] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._exited = False
+        open_ws = self._open_ws
+
+        async def create_ws() -> Any:
+            return await open_ws()
+
+        create_ws.__qualname__ = f"{type(self).__qualname__}._create_ws"  # for client logs
         self._client = WebSocketClient(
-            self._open_ws,
+            create_ws,
             parse=None,
             rotate_when=self._rotation_signal,
             **self.client_options,
