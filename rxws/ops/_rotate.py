@@ -222,23 +222,9 @@ class _Rotation(Generic[_T]):
     def _start_when_task(self) -> None:
         assert self.when_callable is not None and self.loop is not None
         self._cancel_when_task()
-        try:
-            awaitable = self.when_callable()
-        except Exception as exc:
-            log.warning("rotate(when=...) raised %s: %s; rotating now", type(exc).__name__, exc)
-            awaitable = None
-        else:
-            if not inspect.isawaitable(awaitable):
-                log.warning(
-                    "rotate(when=...) must be an async callable, but it returned %s; rotating now",
-                    type(awaitable).__name__,
-                )
-                awaitable = None
-        if awaitable is None:
-            # Rotate on the scheduler's next turn, never from inside this call.
-            self.retry_timer.disposable = self.scheduler.schedule(self._on_retry)
-            return
-        task = self.loop.create_task(_await(awaitable), name="rxws rotate(when=...)")
+        # The callable is called inside the task, so a task cancelled before it runs
+        # leaves no coroutine behind un-awaited.
+        task = self.loop.create_task(_call_when(self.when_callable), name="rxws rotate(when=...)")
         self.when_task = task
         task.add_done_callback(self._on_when_done)
 
@@ -456,8 +442,16 @@ class _Rotation(Generic[_T]):
                 self._finish(error)
 
 
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
+async def _call_when(when: Callable[[], Any]) -> Any:
+    """Call ``when`` and await what it returns; a plain value means "rotate now"."""
+    result = when()
+    if not inspect.isawaitable(result):
+        log.warning(
+            "rotate(when=...) must be an async callable, but it returned %s; rotating now",
+            type(result).__name__,
+        )
+        return result
+    return await result
 
 
 def rotate(
