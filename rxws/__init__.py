@@ -6,7 +6,7 @@ indexed :class:`Router`, wrapped up in :class:`WebSocketClient`, and bridged to
 ``async for`` by :func:`to_async_iterable`.
 """
 
-from . import errors, events, ops
+from . import compat, errors, events, ops
 from ._version import __version__
 from .backoff import Backoff
 from .bridge import AsyncStream, from_async_iterable, to_async_iterable
@@ -53,6 +53,7 @@ __all__ = [
     "TransportUnavailable",
     "WebSocketClient",
     "__version__",
+    "compat",
     "connect",
     "dump_json",
     "errors",
