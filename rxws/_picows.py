@@ -287,15 +287,22 @@ if _picows is not None:
             else:
                 self.transport.send(_picows.WSMsgType.BINARY, data)
 
-        async def close(self) -> None:
-            """Close normally (1000) and wait until the TCP connection is closed."""
+        async def close(self, timeout: float | None = None) -> None:
+            """Close normally (1000) and wait until the TCP connection is closed.
+
+            Args:
+                timeout: Longest wait for the peer's answer, in seconds (default: the
+                    ``close_timeout`` connect option), after which the TCP connection
+                    is dropped.
+            """
+            limit = self._close_timeout if timeout is None else min(timeout, self._close_timeout)
             transport = self.transport
             if not transport.is_disconnected:
                 if not transport.is_close_frame_sent:
                     transport.send_close(_picows.WSCloseCode.OK)
                 try:
                     await asyncio.wait_for(
-                        asyncio.shield(transport.wait_disconnected()), self._close_timeout
+                        asyncio.shield(transport.wait_disconnected()), limit
                     )
                 except Exception:  # timed out, or the link broke meanwhile
                     transport.disconnect(graceful=False)
@@ -369,8 +376,8 @@ if _picows is not None:
         async def send(self, data: str | bytes) -> None:
             await self._conn.send(data)
 
-        async def close(self) -> None:
-            await self._conn.close()
+        async def close(self, timeout: float | None = None) -> None:
+            await self._conn.close(timeout)
 
 
 class PicowsTransport:

@@ -66,8 +66,12 @@ class Link(Protocol):
     async def send(self, data: str | bytes) -> None:
         """Send one text (``str``) or binary (``bytes``) frame."""
 
-    async def close(self) -> None:
-        """Close the connection (normal close, 1000) and wait until it is closed."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Close the connection (normal close, 1000) and wait until it is closed.
+
+        Waits at most ``timeout`` seconds (default: the connection's own close
+        timeout) for the peer to answer, then drops the TCP connection.
+        """
 
 
 class Transport(Protocol):
@@ -168,8 +172,12 @@ class WebsocketsLink:
         except ConnectionClosed as exc:
             raise lost_from_closed(exc, self._redactor) from None
 
-    async def close(self) -> None:
-        await self._conn.close()
+    async def close(self, timeout: float | None = None) -> None:
+        conn = self._conn
+        current = getattr(conn, "close_timeout", None)
+        if timeout is not None and (current is None or current > timeout):
+            conn.close_timeout = timeout
+        await conn.close()
 
 
 class WebsocketsTransport:

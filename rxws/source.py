@@ -26,7 +26,7 @@ from reactivex.disposable import Disposable
 from ._redact import Redactor
 from ._transport import Link, Transport, get_transport, websockets_options
 from .codec import parse_json
-from .errors import ConnectionFailed, ParseError
+from .errors import ConnectionFailed, ParseError, RxwsError
 from .events import Connected, Connecting, Disconnected, Event
 
 __all__ = ["OnOpen", "UrlSource", "connect", "describe_url"]
@@ -39,6 +39,9 @@ OnOpen = Callable[[Any], Awaitable[None]]
 
 UrlSource = str | Callable[[], Awaitable[Any]]
 """A ws:// or wss:// URL, or an async callable returning one (or an open connection)."""
+
+DISPOSE_CLOSE_TIMEOUT = 1.0
+"""Seconds a disposed connection waits for the peer's close frame before dropping TCP."""
 
 # Strong references to running connection tasks, so none is garbage-collected mid-flight.
 _TASKS: set[asyncio.Task[None]] = set()
@@ -113,7 +116,15 @@ class _Session:
         url = self.url
         if isinstance(url, str):
             return await self.transport.open(url, self.options, self.redactor)
-        got = await url()
+        try:
+            got = await url()
+        except RxwsError:
+            raise
+        except Exception as exc:
+            raise ConnectionFailed(
+                "the url callable",
+                f"it raised {type(exc).__name__}: {self.redactor(str(exc))}",
+            ) from exc
         if isinstance(got, str):
             self.redactor.add_url(got)
             self.shown = self.redactor.url(got)
@@ -188,7 +199,12 @@ class _Session:
         finally:
             try:
                 if self.link is not None:
-                    await self.link.close()
+                    # A subscriber that let go (a rotation, an idle timeout, close())
+                    # does not wait long for a peer that may be dead.
+                    await self.link.close(DISPOSE_CLOSE_TIMEOUT if cancelled else None)
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
             finally:
                 if cancelled:
                     self._event(Disconnected("closed by the subscriber"))

@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 import rxws
 from rxws.events import Connected, Connecting, Disconnected, Event
-from rxws.testing import DemoExchange, Recorder
+from rxws.testing import DemoExchange, FaultProxy, Recorder
 
 SECRET_KEY = "listenKeySECRET123456"
 SECRET_HEADER = "apikeyHEADERSECRET987"
@@ -284,3 +284,32 @@ async def test_no_secret_reaches_logs_reprs_errors_or_events(
         for text in texts:
             assert SECRET_KEY not in text
             assert SECRET_HEADER not in text
+
+
+async def test_disposing_a_dead_link_does_not_wait_for_the_close_timeout(transport: str) -> None:
+    async with DemoExchange() as exchange, FaultProxy("127.0.0.1", exchange.port) as proxy:
+        rec = Recorder()
+        sub = rxws.connect(
+            proxy.url("/stream"), on_event=rec.on_event, close_timeout=30, transport=transport
+        ).subscribe(rec)
+        await rec.wait_for_count(3)
+        proxy.blackhole()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sub.dispose()
+        await rec.wait_until(lambda: isinstance(rec.events[-1], Disconnected), timeout=10)
+        # Far below close_timeout=30: the peer is dead, so the link is dropped quickly.
+        assert loop.time() - started < 5
+        proxy.blackhole(False)
+
+
+async def test_url_callable_raising_is_a_retryable_connection_failure(transport: str) -> None:
+    async def broken() -> str:
+        raise OSError("listen key service down")
+
+    rec = Recorder()
+    rxws.connect(broken, transport=transport).subscribe(rec)
+    await rec.wait_done()
+    assert isinstance(rec.error, rxws.ConnectionFailed)
+    assert "listen key service down" in str(rec.error)
+    assert rxws.is_retryable(rec.error)
