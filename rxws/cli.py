@@ -215,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--count", type=_positive_int, metavar="N", help="exit after N messages")
         p.add_argument(
+            "--transport",
+            choices=["websockets", "picows"],
+            default="websockets",
+            help="the websocket implementation (picows: pip install 'rxws[picows]')",
+        )
+        p.add_argument(
             "-v",
             "--verbose",
             action="count",
@@ -500,6 +506,7 @@ async def _demo(args: argparse.Namespace, printer: _Printer) -> int:
             rotate_every=args.rotate_every,
             dedupe=_trade_seq,
             idle_timeout=5.0,
+            transport=args.transport,
         )
         try:
             return await _run_client(
@@ -543,6 +550,7 @@ async def _listen(args: argparse.Namespace, printer: _Printer) -> int:
         rotate_every=args.rotate_every,
         idle_timeout=args.idle_timeout,
         on_open=on_open if sends else None,
+        transport=args.transport,
     )
     filters: list[dict[str, Any]] = args.filter
     print_message: Callable[[Any], None] = printer.json_line

@@ -186,10 +186,19 @@ async def test_demo_runs_until_ctrl_c_and_exits_cleanly() -> None:
 # ---------------------------------------------------------------------- listen
 
 
-async def test_listen_prints_exactly_the_matching_messages_in_order() -> None:
+async def test_listen_prints_exactly_the_matching_messages_in_order(transport: str) -> None:
     async with scripted_server(send_frames_then_wait) as url:
         proc = await start_cli(
-            "listen", url, "--filter", "s=S1,e=trade", "--filter", "i=2", "--count", "4"
+            "listen",
+            url,
+            "--filter",
+            "s=S1,e=trade",
+            "--filter",
+            "i=2",
+            "--count",
+            "4",
+            "--transport",
+            transport,
         )
         code, out, err = await finish(proc)
     assert code == 0, err.decode()
