@@ -108,10 +108,10 @@ def test_an_unstarted_client_can_be_dropped_silently() -> None:
 # ---------------------------------------------------------------------------- lifecycle
 
 
-async def test_async_with_streams_and_close_ends_everything() -> None:
+async def test_async_with_streams_and_close_ends_everything(transport: str) -> None:
     async with DemoExchange() as exchange:
         status, messages = Recorder(), Recorder()
-        async with WebSocketClient(exchange.url) as client:
+        async with WebSocketClient(exchange.url, transport=transport) as client:
             client.status.subscribe(status)
             client.messages.subscribe(messages)
             await messages.wait_for_count(5)
@@ -130,9 +130,9 @@ async def test_async_with_streams_and_close_ends_everything() -> None:
         await client.close()  # again: nothing happens
 
 
-async def test_start_twice_is_one_connection_and_close_twice_is_fine() -> None:
+async def test_start_twice_is_one_connection_and_close_twice_is_fine(transport: str) -> None:
     async with DemoExchange() as exchange:
-        client = WebSocketClient(exchange.url)
+        client = WebSocketClient(exchange.url, transport=transport)
         await client.start()
         await client.start()
         await client.wait_connected(timeout=5)
@@ -143,9 +143,11 @@ async def test_start_twice_is_one_connection_and_close_twice_is_fine() -> None:
         assert exchange.accepted == 1
 
 
-async def test_streams_subscribed_after_close_complete_at_once_without_connecting() -> None:
+async def test_streams_subscribed_after_close_complete_at_once_without_connecting(
+    transport: str,
+) -> None:
     async with DemoExchange() as exchange:
-        client = WebSocketClient(exchange.url)
+        client = WebSocketClient(exchange.url, transport=transport)
         await client.start()
         await client.wait_connected(timeout=5)
         await client.close()
@@ -156,10 +158,10 @@ async def test_streams_subscribed_after_close_complete_at_once_without_connectin
         assert exchange.handshakes == 1
 
 
-async def test_close_while_the_handshake_hangs_ends_cleanly() -> None:
+async def test_close_while_the_handshake_hangs_ends_cleanly(transport: str) -> None:
     async with SilentServer() as server:
         status = Recorder()
-        client = WebSocketClient(server.url, open_timeout=30)
+        client = WebSocketClient(server.url, open_timeout=30, transport=transport)
         client.status.subscribe(status)
         await client.start()
         await status.wait_until(lambda: Connecting in kinds(status.items))
@@ -169,10 +171,12 @@ async def test_close_while_the_handshake_hangs_ends_cleanly() -> None:
         assert status.completed
 
 
-async def test_close_while_backing_off_ends_at_once() -> None:
+async def test_close_while_backing_off_ends_at_once(transport: str) -> None:
     status = Recorder()
     client = WebSocketClient(
-        f"ws://127.0.0.1:{dead_port()}/", backoff=Backoff(initial=30.0, jitter=0.0)
+        f"ws://127.0.0.1:{dead_port()}/",
+        backoff=Backoff(initial=30.0, jitter=0.0),
+        transport=transport,
     )
     client.status.subscribe(status)
     await client.start()
@@ -181,8 +185,8 @@ async def test_close_while_backing_off_ends_at_once() -> None:
     assert kinds(status.items) == [Connecting, Disconnected, Retrying]
 
 
-async def test_close_wakes_a_waiting_send_with_stream_closed() -> None:
-    client = WebSocketClient(f"ws://127.0.0.1:{dead_port()}/", backoff=FAST)
+async def test_close_wakes_a_waiting_send_with_stream_closed(transport: str) -> None:
+    client = WebSocketClient(f"ws://127.0.0.1:{dead_port()}/", backoff=FAST, transport=transport)
     await client.start()
     sending = asyncio.ensure_future(client.send("hello", timeout=30))
     await asyncio.sleep(0.05)
@@ -192,10 +196,10 @@ async def test_close_wakes_a_waiting_send_with_stream_closed() -> None:
         await asyncio.wait_for(sending, 1)
 
 
-async def test_a_started_client_dropped_unclosed_warns_and_lets_go() -> None:
+async def test_a_started_client_dropped_unclosed_warns_and_lets_go(transport: str) -> None:
     async with DemoExchange() as exchange:
         status, messages = Recorder(), Recorder()
-        client = WebSocketClient(exchange.url)
+        client = WebSocketClient(exchange.url, transport=transport)
         client.status.subscribe(status)
         client.messages.subscribe(messages)
         await client.start()
@@ -213,9 +217,9 @@ async def test_a_started_client_dropped_unclosed_warns_and_lets_go() -> None:
 # ---------------------------------------------------------------------------- streams
 
 
-async def test_each_stream_gets_only_its_matches_over_one_connection() -> None:
+async def test_each_stream_gets_only_its_matches_over_one_connection(transport: str) -> None:
     async with DemoExchange() as exchange:
-        client = WebSocketClient(exchange.url)
+        client = WebSocketClient(exchange.url, transport=transport)
         everything, btc, eth, btc_or_sol = Recorder(), Recorder(), Recorder(), Recorder()
         client.messages.subscribe(everything)
         client.stream(BTC).subscribe(btc)
@@ -239,9 +243,9 @@ async def test_each_stream_gets_only_its_matches_over_one_connection() -> None:
         assert client.stats.messages == len(everything.items)
 
 
-async def test_a_raising_subscriber_is_reported_and_the_others_go_on() -> None:
+async def test_a_raising_subscriber_is_reported_and_the_others_go_on(transport: str) -> None:
     async with DemoExchange() as exchange:
-        client = WebSocketClient(exchange.url)
+        client = WebSocketClient(exchange.url, transport=transport)
         errors, calm = Recorder(), Recorder()
         client.errors.subscribe(errors)
         client.messages.subscribe(calm)
@@ -262,9 +266,9 @@ async def test_a_raising_subscriber_is_reported_and_the_others_go_on() -> None:
         assert client.stats.parse_errors == 0
 
 
-async def test_parse_errors_are_counted_reported_and_skipped() -> None:
+async def test_parse_errors_are_counted_reported_and_skipped(transport: str) -> None:
     async with DemoExchange(malformed_every=3) as exchange:
-        client = WebSocketClient(exchange.url)
+        client = WebSocketClient(exchange.url, transport=transport)
         errors, messages = Recorder(), Recorder()
         client.errors.subscribe(errors)
         client.messages.subscribe(messages)
@@ -282,12 +286,13 @@ async def test_parse_errors_are_counted_reported_and_skipped() -> None:
 
 async def test_a_raising_status_or_errors_subscriber_does_not_hurt_the_feed(
     caplog: pytest.LogCaptureFixture,
+    transport: str,
 ) -> None:
     def explode(_: Any) -> None:
         raise RuntimeError("observer bug")
 
     async with DemoExchange(malformed_every=2) as exchange:
-        client = WebSocketClient(exchange.url, backoff=FAST)
+        client = WebSocketClient(exchange.url, backoff=FAST, transport=transport)
         client.status.subscribe(explode)
         client.errors.subscribe(explode)
         messages = Recorder()
@@ -306,8 +311,13 @@ async def test_a_raising_status_or_errors_subscriber_does_not_hurt_the_feed(
 # ---------------------------------------------------------------------------- multiplex
 
 
-async def test_multiplex_subscribes_once_and_unsubscribes_when_the_last_leaves() -> None:
-    async with DemoExchange() as exchange, WebSocketClient(exchange.ws_url) as client:
+async def test_multiplex_subscribes_once_and_unsubscribes_when_the_last_leaves(
+    transport: str,
+) -> None:
+    async with (
+        DemoExchange() as exchange,
+        WebSocketClient(exchange.ws_url, transport=transport) as client,
+    ):
         await client.wait_connected(timeout=5)
         stream = client.multiplex(SUBSCRIBE, UNSUBSCRIBE, BTC)
         first, second = Recorder(), Recorder()
@@ -333,9 +343,9 @@ async def test_multiplex_subscribes_once_and_unsubscribes_when_the_last_leaves()
         sub3.dispose()
 
 
-async def test_multiplex_is_resubscribed_after_a_drop() -> None:
+async def test_multiplex_is_resubscribed_after_a_drop(transport: str) -> None:
     async with DemoExchange() as exchange:
-        client = WebSocketClient(exchange.ws_url, backoff=FAST)
+        client = WebSocketClient(exchange.ws_url, backoff=FAST, transport=transport)
         status, btc = Recorder(), Recorder()
         client.status.subscribe(status)
         # Subscribed before start: the first connection subscribes in its on_open.
@@ -354,9 +364,11 @@ async def test_multiplex_is_resubscribed_after_a_drop() -> None:
         assert kinds(status.items).count(Connected) == 2
 
 
-async def test_multiplex_is_sent_on_every_rotated_connection() -> None:
+async def test_multiplex_is_sent_on_every_rotated_connection(transport: str) -> None:
     async with DemoExchange(interval=0.002) as exchange:
-        client = WebSocketClient(exchange.ws_url, rotate_every=0.15, dedupe=seq_of)
+        client = WebSocketClient(
+            exchange.ws_url, rotate_every=0.15, dedupe=seq_of, transport=transport
+        )
         btc = Recorder()
         sub = client.multiplex(SUBSCRIBE, UNSUBSCRIBE, BTC).subscribe(btc)
         async with client:
@@ -372,7 +384,7 @@ async def test_multiplex_is_sent_on_every_rotated_connection() -> None:
         assert got == sorted(set(got))  # nothing repeated across the switches
 
 
-async def test_multiplex_goes_out_after_on_open_and_only_if_still_wanted() -> None:
+async def test_multiplex_goes_out_after_on_open_and_only_if_still_wanted(transport: str) -> None:
     gate = asyncio.Event()
 
     async def on_open(conn: Any) -> None:
@@ -383,7 +395,7 @@ async def test_multiplex_goes_out_after_on_open_and_only_if_still_wanted() -> No
     eth_subscribe = {"method": "SUBSCRIBE", "params": ["ethusdt@trade"], "id": 3}
     eth_unsubscribe = {"method": "UNSUBSCRIBE", "params": ["ethusdt@trade"], "id": 4}
     async with DemoExchange() as exchange:
-        client = WebSocketClient(exchange.ws_url, on_open=on_open)
+        client = WebSocketClient(exchange.ws_url, on_open=on_open, transport=transport)
         async with client:
             await exchange.wait_for(lambda: methods_on(exchange, "AUTH") == [1])
             btc, eth = Recorder(), Recorder()
@@ -407,9 +419,9 @@ async def test_multiplex_goes_out_after_on_open_and_only_if_still_wanted() -> No
         assert eth.items == []
 
 
-async def test_unsubscribe_right_before_close_still_reaches_the_server() -> None:
+async def test_unsubscribe_right_before_close_still_reaches_the_server(transport: str) -> None:
     async with DemoExchange() as exchange:
-        client = WebSocketClient(exchange.ws_url)
+        client = WebSocketClient(exchange.ws_url, transport=transport)
         btc = Recorder()
         sub = client.multiplex(SUBSCRIBE, UNSUBSCRIBE, BTC).subscribe(btc)
         await client.start()
@@ -430,9 +442,9 @@ def test_multiplex_serialises_its_messages_up_front() -> None:
 # ---------------------------------------------------------------------------- send
 
 
-async def test_send_before_the_connection_is_up_waits_and_arrives() -> None:
+async def test_send_before_the_connection_is_up_waits_and_arrives(transport: str) -> None:
     async with DemoExchange() as exchange:
-        client = WebSocketClient(exchange.ws_url)
+        client = WebSocketClient(exchange.ws_url, transport=transport)
         sending = asyncio.ensure_future(client.send({"method": "LIST_SUBSCRIPTIONS", "id": 7}))
         await asyncio.sleep(0.05)
         assert not sending.done() and exchange.handshakes == 0
@@ -445,7 +457,7 @@ async def test_send_before_the_connection_is_up_waits_and_arrives() -> None:
         assert replies.items == [{"result": [], "id": 7}]
 
 
-async def test_send_serialises_what_is_not_str_or_bytes() -> None:
+async def test_send_serialises_what_is_not_str_or_bytes(transport: str) -> None:
     serialized: list[Any] = []
 
     def serialize(obj: Any) -> str:
@@ -453,7 +465,9 @@ async def test_send_serialises_what_is_not_str_or_bytes() -> None:
         return json.dumps(obj, sort_keys=True)
 
     async with DemoExchange() as exchange:
-        async with WebSocketClient(exchange.ws_url, serialize=serialize) as client:
+        async with WebSocketClient(
+            exchange.ws_url, serialize=serialize, transport=transport
+        ) as client:
             await client.send({"method": "LIST_SUBSCRIPTIONS", "id": 1})
             await client.send('{"method": "LIST_SUBSCRIPTIONS", "id": 2}')
             await client.send(b'{"method": "LIST_SUBSCRIPTIONS", "id": 3}')
@@ -468,8 +482,10 @@ async def test_send_serialises_what_is_not_str_or_bytes() -> None:
         ]
 
 
-async def test_send_without_a_server_raises_not_connected_after_the_timeout() -> None:
-    client = WebSocketClient(f"ws://127.0.0.1:{dead_port()}/", backoff=FAST, send_timeout=0.2)
+async def test_send_without_a_server_raises_not_connected_after_the_timeout(transport: str) -> None:
+    client = WebSocketClient(
+        f"ws://127.0.0.1:{dead_port()}/", backoff=FAST, send_timeout=0.2, transport=transport
+    )
     loop = asyncio.get_running_loop()
     async with client:
         started = loop.time()
@@ -485,11 +501,11 @@ async def test_send_without_a_server_raises_not_connected_after_the_timeout() ->
                 await client.send("hello", timeout=bad)  # type: ignore[arg-type]
 
 
-async def test_send_after_the_feed_gave_up_fails_at_once() -> None:
+async def test_send_after_the_feed_gave_up_fails_at_once(transport: str) -> None:
     async with DemoExchange() as exchange:
         exchange.refuse(401)
         status = Recorder()
-        async with WebSocketClient(exchange.url) as client:
+        async with WebSocketClient(exchange.url, transport=transport) as client:
             client.status.subscribe(status)
             await status.wait_until(lambda: Failed in kinds(status.items))
             with pytest.raises(NotConnected) as caught:
@@ -500,9 +516,9 @@ async def test_send_after_the_feed_gave_up_fails_at_once() -> None:
 # ---------------------------------------------------------------------------- status
 
 
-async def test_status_follows_a_drop_and_the_reconnect() -> None:
+async def test_status_follows_a_drop_and_the_reconnect(transport: str) -> None:
     async with DemoExchange() as exchange:
-        client = WebSocketClient(exchange.url, backoff=FAST)
+        client = WebSocketClient(exchange.url, backoff=FAST, transport=transport)
         status, messages = Recorder(), Recorder()
         client.status.subscribe(status)
         client.messages.subscribe(messages)
@@ -530,9 +546,11 @@ async def test_status_follows_a_drop_and_the_reconnect() -> None:
         assert client.stats.connections == 2
 
 
-async def test_failed_after_max_attempts_on_a_dead_port() -> None:
+async def test_failed_after_max_attempts_on_a_dead_port(transport: str) -> None:
     status, stream = Recorder(), Recorder()
-    client = WebSocketClient(f"ws://127.0.0.1:{dead_port()}/", backoff=FAST, max_attempts=3)
+    client = WebSocketClient(
+        f"ws://127.0.0.1:{dead_port()}/", backoff=FAST, max_attempts=3, transport=transport
+    )
     client.status.subscribe(status)
     client.messages.subscribe(stream)
     await client.start()
@@ -560,11 +578,11 @@ async def test_failed_after_max_attempts_on_a_dead_port() -> None:
     assert status.completed
 
 
-async def test_a_401_is_not_retried() -> None:
+async def test_a_401_is_not_retried(transport: str) -> None:
     async with DemoExchange() as exchange:
         exchange.refuse(401)
         status = Recorder()
-        client = WebSocketClient(exchange.url, backoff=FAST)
+        client = WebSocketClient(exchange.url, backoff=FAST, transport=transport)
         client.status.subscribe(status)
         async with client:
             await status.wait_until(lambda: Failed in kinds(status.items))
@@ -578,9 +596,9 @@ async def test_a_401_is_not_retried() -> None:
 # ---------------------------------------------------------------------------- rotation, idle
 
 
-async def test_rotation_with_dedupe_keeps_the_sequence_whole() -> None:
+async def test_rotation_with_dedupe_keeps_the_sequence_whole(transport: str) -> None:
     async with DemoExchange(interval=0.002) as exchange:
-        client = WebSocketClient(exchange.url, rotate_every=0.1, dedupe=seq_of)
+        client = WebSocketClient(exchange.url, rotate_every=0.1, dedupe=seq_of, transport=transport)
         status, messages = Recorder(), Recorder()
         client.status.subscribe(status)
         client.messages.subscribe(messages)
@@ -599,9 +617,9 @@ async def test_rotation_with_dedupe_keeps_the_sequence_whole() -> None:
         assert client.stats.reconnects == 0
 
 
-async def test_idle_timeout_replaces_a_stalled_connection() -> None:
+async def test_idle_timeout_replaces_a_stalled_connection(transport: str) -> None:
     async with DemoExchange() as exchange:
-        client = WebSocketClient(exchange.url, idle_timeout=0.2, backoff=FAST)
+        client = WebSocketClient(exchange.url, idle_timeout=0.2, backoff=FAST, transport=transport)
         status, messages = Recorder(), Recorder()
         client.status.subscribe(status)
         client.messages.subscribe(messages)
@@ -625,12 +643,16 @@ async def test_idle_timeout_replaces_a_stalled_connection() -> None:
 
 async def test_no_secret_reaches_logs_reprs_events_or_errors(
     caplog: pytest.LogCaptureFixture,
+    transport: str,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     async with DemoExchange(malformed_every=4) as exchange:
         url = f"{exchange.url}?listenKey={SECRET_KEY}&signature={SECRET_KEY}x"
         client = WebSocketClient(
-            url, additional_headers={"X-MBX-APIKEY": SECRET_HEADER}, backoff=FAST
+            url,
+            additional_headers={"X-MBX-APIKEY": SECRET_HEADER},
+            backoff=FAST,
+            transport=transport,
         )
         status, errors, messages = Recorder(), Recorder(), Recorder()
         client.status.subscribe(status)
@@ -664,7 +686,8 @@ async def test_no_secret_reaches_logs_reprs_events_or_errors(
             str(caught.value.__cause__),
         ]
         assert "listenKey=***" in logged
-        assert "X-MBX-APIKEY" in logged  # the header line was logged, redacted
+        if transport == "websockets":  # picows does not log request headers at DEBUG
+            assert "X-MBX-APIKEY" in logged  # the header line was logged, redacted
         assert any(isinstance(e, ParseError) for e in errors.items)
         for text in texts:
             assert SECRET_KEY not in text

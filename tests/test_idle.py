@@ -191,12 +191,12 @@ async def blackhole_replaced(detector: Callable[[str], reactivex.Observable[Any]
     return None
 
 
-async def test_idle_timeout_replaces_a_blackholed_link() -> None:
+async def test_idle_timeout_replaces_a_blackholed_link(transport: str) -> None:
     failures: list[Exception] = []
 
     def detector(url: str) -> reactivex.Observable[Any]:
         # A short close_timeout: the closing handshake cannot cross the blackhole.
-        return rxws.connect(url, close_timeout=0.2).pipe(
+        return rxws.connect(url, close_timeout=0.2, transport=transport).pipe(
             idle_timeout(0.3), ops.do_action(on_error=failures.append)
         )
 
@@ -204,13 +204,13 @@ async def test_idle_timeout_replaces_a_blackholed_link() -> None:
     assert len(failures) == 1 and isinstance(failures[0], IdleTimeout)
 
 
-async def test_keepalive_pings_end_a_blackholed_link() -> None:
+async def test_keepalive_pings_end_a_blackholed_link(transport: str) -> None:
     failures: list[Exception] = []
 
     def detector(url: str) -> reactivex.Observable[Any]:
-        return rxws.connect(url, ping_interval=0.2, ping_timeout=0.2, close_timeout=0.2).pipe(
-            ops.do_action(on_error=failures.append)
-        )
+        return rxws.connect(
+            url, ping_interval=0.2, ping_timeout=0.2, close_timeout=0.2, transport=transport
+        ).pipe(ops.do_action(on_error=failures.append))
 
     await blackhole_replaced(detector)
     [failure] = failures

@@ -293,16 +293,16 @@ def record_events(sink: list[tuple[float, Event]], collector: Recorder) -> Calla
     return record
 
 
-async def test_two_refused_handshakes_then_messages_flow() -> None:
+async def test_two_refused_handshakes_then_messages_flow(transport: str) -> None:
     backoff = Backoff(initial=0.05, factor=2.0, jitter=0.0)
     async with DemoExchange(interval=0.002) as exchange:
         exchange.refuse(503, 503)
         got = Recorder()
         retries: list[tuple[float, Event]] = []
         connects: list[tuple[float, Event]] = []
-        feed = rxws.connect(exchange.url, on_event=record_events(connects, got)).pipe(
-            reconnect(backoff, on_event=record_events(retries, got))
-        )
+        feed = rxws.connect(
+            exchange.url, on_event=record_events(connects, got), transport=transport
+        ).pipe(reconnect(backoff, on_event=record_events(retries, got)))
         subscription = feed.subscribe(got.on_next, got.on_error, got.on_completed)
         try:
             await got.wait_until(lambda: len(got.items) >= 5 or got.done)
@@ -321,12 +321,12 @@ async def test_two_refused_handshakes_then_messages_flow() -> None:
         assert all(m["e"] == "trade" for m in got.items)
 
 
-async def test_401_is_not_retried() -> None:
+async def test_401_is_not_retried(transport: str) -> None:
     async with DemoExchange() as exchange:
         exchange.refuse(401)
         got = Recorder()
         retries: list[tuple[float, Event]] = []
-        feed = rxws.connect(exchange.url).pipe(
+        feed = rxws.connect(exchange.url, transport=transport).pipe(
             reconnect(Backoff(initial=0.01), on_event=record_events(retries, got))
         )
         subscription = feed.subscribe(got.on_next, got.on_error, got.on_completed)
@@ -341,15 +341,15 @@ async def test_401_is_not_retried() -> None:
         assert retries == []
 
 
-async def test_max_attempts_against_a_dead_port() -> None:
+async def test_max_attempts_against_a_dead_port(transport: str) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     got = Recorder()
     connects: list[tuple[float, Event]] = []
-    feed = rxws.connect(f"ws://127.0.0.1:{port}/", on_event=record_events(connects, got)).pipe(
-        reconnect(Backoff(initial=0.01, jitter=0.0), max_attempts=3)
-    )
+    feed = rxws.connect(
+        f"ws://127.0.0.1:{port}/", on_event=record_events(connects, got), transport=transport
+    ).pipe(reconnect(Backoff(initial=0.01, jitter=0.0), max_attempts=3))
     subscription = feed.subscribe(got.on_next, got.on_error, got.on_completed)
     try:
         await got.wait_until(lambda: got.done)
@@ -361,7 +361,7 @@ async def test_max_attempts_against_a_dead_port() -> None:
     assert len([e for _, e in connects if isinstance(e, Connecting)]) == 3
 
 
-async def test_a_cut_link_is_replaced_and_messages_resume() -> None:
+async def test_a_cut_link_is_replaced_and_messages_resume(transport: str) -> None:
     async with (
         DemoExchange(interval=0.002) as exchange,
         FaultProxy("127.0.0.1", exchange.port) as proxy,
@@ -369,7 +369,7 @@ async def test_a_cut_link_is_replaced_and_messages_resume() -> None:
         got = Recorder()
         retries: list[tuple[float, Event]] = []
         errors: list[Exception] = []
-        feed = rxws.connect(proxy.url()).pipe(
+        feed = rxws.connect(proxy.url(), transport=transport).pipe(
             ops.do_action(on_error=errors.append),
             reconnect(Backoff(initial=0.05, jitter=0.0), on_event=record_events(retries, got)),
         )

@@ -406,10 +406,10 @@ def test_state_is_per_subscription() -> None:
 # ---------------------------------------------------------------------------- loopback
 
 
-async def test_rotating_every_quarter_second_loses_and_repeats_nothing() -> None:
+async def test_rotating_every_quarter_second_loses_and_repeats_nothing(transport: str) -> None:
     async with DemoExchange(interval=0.002) as exchange:
         got = Recorder()
-        feed = rxws.connect(exchange.url).pipe(
+        feed = rxws.connect(exchange.url, transport=transport).pipe(
             rotate(every=0.25, dedupe=lambda m: m["seq"], on_event=got.on_event)
         )
         subscription = feed.subscribe(got.on_next, got.on_error)
@@ -426,11 +426,11 @@ async def test_rotating_every_quarter_second_loses_and_repeats_nothing() -> None
         assert_contiguous(seqs_of(got))
 
 
-async def test_a_signal_rotates_without_loss() -> None:
+async def test_a_signal_rotates_without_loss(transport: str) -> None:
     async with DemoExchange(interval=0.002) as exchange:
         got = Recorder()
         signal: Subject[None] = Subject()
-        feed = rxws.connect(exchange.url).pipe(
+        feed = rxws.connect(exchange.url, transport=transport).pipe(
             rotate(when=signal, dedupe=lambda m: m["seq"], on_event=got.on_event)
         )
         subscription = feed.subscribe(got.on_next, got.on_error)
@@ -449,7 +449,9 @@ async def test_a_signal_rotates_without_loss() -> None:
         assert_contiguous(seqs_of(got))
 
 
-async def test_without_dedupe_the_new_connection_takes_over_with_its_first_message() -> None:
+async def test_without_dedupe_the_new_connection_takes_over_with_its_first_message(
+    transport: str,
+) -> None:
     async with DemoExchange(interval=0.002) as exchange:
         got = Recorder()
         signal: Subject[None] = Subject()
@@ -459,7 +461,9 @@ async def test_without_dedupe_the_new_connection_takes_over_with_its_first_messa
             marks.append(len(got.items))
             got.on_event(event)
 
-        feed = rxws.connect(exchange.url).pipe(rotate(when=signal, on_event=on_event))
+        feed = rxws.connect(exchange.url, transport=transport).pipe(
+            rotate(when=signal, on_event=on_event)
+        )
         subscription = feed.subscribe(got.on_next, got.on_error)
         try:
             await got.wait_until(lambda: len(got.items) >= 10)
@@ -473,7 +477,7 @@ async def test_without_dedupe_the_new_connection_takes_over_with_its_first_messa
         assert marks[0] >= 11
 
 
-async def test_an_async_callable_is_asked_once_per_connection() -> None:
+async def test_an_async_callable_is_asked_once_per_connection(transport: str) -> None:
     async with DemoExchange(interval=0.002) as exchange:
         got = Recorder()
         calls = 0
@@ -486,7 +490,7 @@ async def test_an_async_callable_is_asked_once_per_connection() -> None:
             else:
                 await asyncio.sleep(3600)  # cancelled when the subscription is disposed
 
-        feed = rxws.connect(exchange.url).pipe(
+        feed = rxws.connect(exchange.url, transport=transport).pipe(
             rotate(when=due, dedupe=lambda m: m["seq"], on_event=got.on_event)
         )
         subscription = feed.subscribe(got.on_next, got.on_error)
@@ -503,6 +507,7 @@ async def test_an_async_callable_is_asked_once_per_connection() -> None:
 
 async def test_an_async_callable_that_raises_counts_as_a_trigger(
     caplog: pytest.LogCaptureFixture,
+    transport: str,
 ) -> None:
     async with DemoExchange(interval=0.002) as exchange:
         got = Recorder()
@@ -515,7 +520,9 @@ async def test_an_async_callable_that_raises_counts_as_a_trigger(
                 raise RuntimeError("listen key refresh failed")
             await asyncio.sleep(3600)
 
-        feed = rxws.connect(exchange.url).pipe(rotate(when=broken, on_event=got.on_event))
+        feed = rxws.connect(exchange.url, transport=transport).pipe(
+            rotate(when=broken, on_event=got.on_event)
+        )
         with caplog.at_level(logging.WARNING, logger="rxws.ops"):
             subscription = feed.subscribe(got.on_next, got.on_error)
             try:
@@ -529,10 +536,11 @@ async def test_an_async_callable_that_raises_counts_as_a_trigger(
 
 async def test_a_callable_that_is_not_async_rotates_with_a_warning(
     caplog: pytest.LogCaptureFixture,
+    transport: str,
 ) -> None:
     async with DemoExchange(interval=0.002) as exchange:
         got = Recorder()
-        feed = rxws.connect(exchange.url).pipe(
+        feed = rxws.connect(exchange.url, transport=transport).pipe(
             rotate(when=lambda: None, dedupe=lambda m: m["seq"], on_event=got.on_event)
         )
         with caplog.at_level(logging.WARNING, logger="rxws.ops"):
@@ -546,11 +554,11 @@ async def test_a_callable_that_is_not_async_rotates_with_a_warning(
         await exchange.wait_for(lambda: exchange.open_connections == 0)
 
 
-async def test_the_documented_pipeline_composes() -> None:
+async def test_the_documented_pipeline_composes(transport: str) -> None:
     """filter, idle timeout, rotation and reconnect together, across a server restart."""
     async with DemoExchange(interval=0.002) as exchange:
         got = Recorder()
-        feed = rxws.connect(exchange.url, close_timeout=0.2).pipe(
+        feed = rxws.connect(exchange.url, close_timeout=0.2, transport=transport).pipe(
             stream_filter([{"s": "BTCUSDT"}]),
             idle_timeout(1.0),
             rotate(every=0.2, dedupe=lambda m: m["seq"], on_event=got.on_event),
