@@ -29,6 +29,9 @@ Throughput modes (the server sends ``N`` messages as fast as the socket takes th
 Latency modes (the server paces ``N`` messages at ``--rate`` a second, stamped with the
 send time): ``lat-raw``, ``lat-connect``, ``lat-client-K``, ``lat-bridge``.
 
+``--profile PATH`` runs the mode under cProfile and writes the stats to ``PATH``
+(rates measured that way are not comparable with the others).
+
 Memory modes: ``mem-idle-K`` (RSS growth for ``K`` idle ``client.stream()``
 subscriptions on an open connection) and ``mem-long-K`` (RSS sampled along an
 ``N``-message run of ``client-K``).
@@ -659,10 +662,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=20_000.0, help="paced rate (latency)")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--profile", metavar="PATH", help="write cProfile stats of the run here")
     args = parser.parse_args(argv)
     result: dict[str, Any] = {"mode": args.mode, "messages": args.messages}
     try:
-        result.update(asyncio.run(dispatch(args.mode, args)))
+        if args.profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            try:
+                result.update(profiler.runcall(asyncio.run, dispatch(args.mode, args)))
+            finally:
+                profiler.dump_stats(args.profile)
+        else:
+            result.update(asyncio.run(dispatch(args.mode, args)))
         result["ok"] = True
     except BenchFailure as exc:
         result.update(ok=False, error=str(exc))

@@ -72,8 +72,8 @@ def messages_for(mode: str, messages: int) -> int:
     calls a second), so it reads ``messages * 10 / K``; the seed reads ``messages / 200``.
     Rates are per second either way.
     """
-    if mode.startswith("share-"):
-        k = int(mode.split("-", 1)[1])
+    if mode.startswith("share-") and mode[len("share-") :].isdigit():
+        k = int(mode[len("share-") :])
         return max(MIN_MESSAGES, min(messages, messages * 10 // max(k, 1)))
     if mode.startswith("seed-"):
         return max(MIN_MESSAGES, messages // SEED_MESSAGES_DIVISOR)
@@ -301,6 +301,7 @@ def targets(
                 "limit": f">= {limit} x raw",
                 "value": value,
                 "holds": check(value, limit, True),
+                "x_raw_orjson": tp.get(mode, {}).get("x_raw_orjson"),
             }
         )
 
@@ -357,8 +358,11 @@ def targets_table(rows: list[dict[str, Any]]) -> str:
         return f"{v:.2f}" if v < 100 else f"{v:,.0f}"
 
     return table(
-        ["target", "limit", "measured", "holds"],
-        [[r["target"], r["limit"], shown(r["value"]), r["holds"]] for r in rows],
+        ["target", "limit", "measured", "holds", "(x raw-orjson)"],
+        [
+            [r["target"], r["limit"], shown(r["value"]), r["holds"], shown(r.get("x_raw_orjson"))]
+            for r in rows
+        ],
     )
 
 
