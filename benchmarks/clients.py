@@ -29,6 +29,10 @@ Throughput modes (the server sends ``N`` messages as fast as the socket takes th
 Latency modes (the server paces ``N`` messages at ``--rate`` a second, stamped with the
 send time): ``lat-raw``, ``lat-connect``, ``lat-client-K``, ``lat-bridge``.
 
+A mode of rxws's own (``connect``, ``client-K``, ``share-K``, ``bridge`` and their
+latency and memory forms) takes a transport suffix: ``connect@picows`` runs
+``rxws.connect(url, transport="picows")``.
+
 ``--profile PATH`` runs the mode under cProfile and writes the stats to ``PATH``
 (rates measured that way are not comparable with the others).
 
@@ -63,6 +67,7 @@ class BenchFailure(Exception):
 
 
 OPENED: list[float] = []  # when the (first) connection was open
+TRANSPORT = ["websockets"]  # rxws's transport, from a mode's "@name" suffix
 
 
 def mark_open(_: Any = None) -> None:
@@ -192,7 +197,7 @@ async def run_connect(base: str, n: int, timeout: float) -> dict[str, Any]:
         errors.append(exc)
         done.set()
 
-    source = rxws.connect(firehose_url(base, n), on_event=mark_connected)
+    source = rxws.connect(firehose_url(base, n), on_event=mark_connected, transport=TRANSPORT[0])
     sub = source.subscribe(tally, failed, done.set)
     try:
         await wait_done(done, lambda: tally.n, timeout)
@@ -207,7 +212,7 @@ async def run_client(base: str, n: int, k: int, timeout: float) -> dict[str, Any
     import rxws
     from rxws.events import Disconnected
 
-    client = rxws.WebSocketClient(firehose_url(base, n, k))
+    client = rxws.WebSocketClient(firehose_url(base, n, k), transport=TRANSPORT[0])
     tallies = [Tally() for _ in range(k)]
     subs = [
         client.stream([{"s": sym}]).subscribe(tally)
@@ -242,7 +247,9 @@ async def run_share(base: str, n: int, k: int, timeout: float) -> dict[str, Any]
 
     import rxws
 
-    feed = rxws.connect(firehose_url(base, n, k), on_event=mark_connected).pipe(rx_ops.share())
+    feed = rxws.connect(
+        firehose_url(base, n, k), on_event=mark_connected, transport=TRANSPORT[0]
+    ).pipe(rx_ops.share())
     tallies = [Tally() for _ in range(k)]
     done = asyncio.Event()
     errors: list[Exception] = []
@@ -273,7 +280,9 @@ async def run_bridge(base: str, n: int, timeout: float) -> dict[str, Any]:
     tally = Tally()
 
     async def consume() -> None:
-        source = rxws.connect(firehose_url(base, n), on_event=mark_connected)
+        source = rxws.connect(
+            firehose_url(base, n), on_event=mark_connected, transport=TRANSPORT[0]
+        )
         async with source.pipe(rxws.to_async_iterable()) as stream:
             async for msg in stream:
                 tally(msg)
@@ -475,7 +484,9 @@ async def run_lat_connect(base: str, n: int, rate: float, timeout: float) -> dic
 
     lat = Latencies()
     done = asyncio.Event()
-    sub = rxws.connect(paced_url(base, n, 1, rate)).subscribe(lat, lambda e: done.set(), done.set)
+    sub = rxws.connect(paced_url(base, n, 1, rate), transport=TRANSPORT[0]).subscribe(
+        lat, lambda e: done.set(), done.set
+    )
     try:
         await wait_done(done, lambda: len(lat.values), timeout)
     finally:
@@ -487,7 +498,7 @@ async def run_lat_client(base: str, n: int, k: int, rate: float, timeout: float)
     import rxws
     from rxws.events import Disconnected
 
-    client = rxws.WebSocketClient(paced_url(base, n, k, rate))
+    client = rxws.WebSocketClient(paced_url(base, n, k, rate), transport=TRANSPORT[0])
     lat = Latencies()
     subs = [client.stream([{"s": sym}]).subscribe(lat) for sym in symbols(k)]
     done = asyncio.Event()
@@ -515,7 +526,7 @@ async def run_lat_bridge(base: str, n: int, rate: float, timeout: float) -> dict
     lat = Latencies()
 
     async def consume() -> None:
-        source = rxws.connect(paced_url(base, n, 1, rate))
+        source = rxws.connect(paced_url(base, n, 1, rate), transport=TRANSPORT[0])
         async with source.pipe(rxws.to_async_iterable()) as stream:
             async for msg in stream:
                 lat(msg)
@@ -530,7 +541,7 @@ async def run_lat_bridge(base: str, n: int, rate: float, timeout: float) -> dict
 async def run_mem_idle(base: str, k: int, timeout: float) -> dict[str, Any]:
     import rxws
 
-    async with rxws.WebSocketClient(f"{base}/?idle=1") as client:
+    async with rxws.WebSocketClient(f"{base}/?idle=1", transport=TRANSPORT[0]) as client:
         await asyncio.wait_for(client.wait_connected(), timeout)
         noop = Tally()
         gc.collect()
@@ -563,7 +574,7 @@ async def run_mem_long(base: str, n: int, k: int, timeout: float) -> dict[str, A
     import rxws
     from rxws.events import Disconnected
 
-    client = rxws.WebSocketClient(firehose_url(base, n, k))
+    client = rxws.WebSocketClient(firehose_url(base, n, k), transport=TRANSPORT[0])
     tallies = [Tally() for _ in range(k)]
     subs = [
         client.stream([{"s": sym}]).subscribe(tally)
@@ -623,6 +634,11 @@ def _streams_of(mode: str, prefix: str) -> int:
 
 def dispatch(mode: str, args: argparse.Namespace) -> Coroutine[Any, Any, dict[str, Any]]:
     base, n, t = args.url.rstrip("/"), args.messages, args.timeout
+    mode, _, transport = mode.partition("@")
+    if transport:
+        if mode in ("raw", "raw-orjson", "picows") or mode.startswith(("compat-", "seed-")):
+            raise SystemExit(f"mode {mode!r} does not take a transport (@{transport})")
+        TRANSPORT[0] = transport
     if mode == "raw":
         return run_raw(base, n, json.loads)
     if mode == "raw-orjson":

@@ -59,7 +59,7 @@ def default_modes(streams: Sequence[int]) -> list[str]:
     if installed("AsyncWebsocketStreamInterface"):
         modes.append("seed-1000")
     if installed("picows"):
-        modes.append("picows")
+        modes += ["connect@picows", "client-1000@picows", "picows"]
     if not installed("orjson"):
         modes.remove("raw-orjson")
     return modes
