@@ -39,9 +39,9 @@ __all__ = ["PicowsTransport", "picows_options"]
 log = logging.getLogger("rxws.picows")
 
 try:  # picows is an optional extra
-    import picows as _picows
+    import picows as _picows  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # pragma: no cover - depends on the environment
-    _picows = None  # type: ignore[assignment]
+    _picows = None  # type: ignore[assignment, unused-ignore]
 
 # websockets.connect options this transport translates, and the picows argument each
 # becomes (None: handled here, not passed on).
@@ -180,7 +180,7 @@ def _shut(sockets: list[socket.socket]) -> None:
 
 if _picows is not None:
 
-    class _Listener(_picows.WSListener):
+    class _Listener(_picows.WSListener):  # type: ignore[misc, unused-ignore]
         """Receives picows's callbacks for one connection."""
 
         def __init__(self, max_size: int) -> None:

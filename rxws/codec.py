@@ -11,9 +11,9 @@ from typing import Any
 __all__ = ["HAVE_ORJSON", "dump_json", "parse_json"]
 
 try:
-    import orjson as _orjson
+    import orjson as _orjson  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None  # type: ignore[assignment]
+    _orjson = None  # type: ignore[assignment, unused-ignore]
 
 HAVE_ORJSON: bool = _orjson is not None
 """Whether orjson is installed and used."""
@@ -50,5 +50,6 @@ def dump_json(value: Any) -> str:
         TypeError: ``value`` holds something JSON cannot represent.
     """
     if HAVE_ORJSON:
-        return _orjson.dumps(value).decode()
+        text: str = _orjson.dumps(value).decode()
+        return text
     return json.dumps(value, separators=(",", ":"))
