@@ -301,9 +301,7 @@ if _picows is not None:
                 if not transport.is_close_frame_sent:
                     transport.send_close(_picows.WSCloseCode.OK)
                 try:
-                    await asyncio.wait_for(
-                        asyncio.shield(transport.wait_disconnected()), limit
-                    )
+                    await asyncio.wait_for(asyncio.shield(transport.wait_disconnected()), limit)
                 except Exception:  # timed out, or the link broke meanwhile
                     transport.disconnect(graceful=False)
             with contextlib.suppress(Exception):  # a failure is reported by run()
