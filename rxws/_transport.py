@@ -120,11 +120,14 @@ def certificate_error(
     if code in _NAME_MISMATCH:
         host = urlsplit(shown).hostname or "this host"
         what = what.split(",")[0].rstrip(".")  # "IP address mismatch, certificate is ..."
-        detail = (
-            f"the server's certificate is not valid for {host!r} ({what}); connect with a "
-            "host name the certificate lists, or give the server a certificate for this name"
+        detail = f"the server's certificate is not valid for {host!r} ({what})"
+        return CertificateError(
+            shown,
+            redactor(detail),
+            "connect with a host name the certificate lists, or give the server a "
+            "certificate for this name",
         )
-    elif code in _UNTRUSTED:
+    if code in _UNTRUSTED:
         detail = f"{what}: the certificate was not signed by a CA that this client trusts"
     else:
         detail = what

@@ -54,15 +54,18 @@ class ConnectionFailed(RxwsError):
     Args:
         url: The redacted URL that was tried.
         reason: What went wrong, in a few words.
+        hint: What to do about it.
     """
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        reason: str,
+        hint: str = "check that the server is up and the URL is right (reconnect retries this)",
+    ) -> None:
         self.url = url
         self.reason = reason
-        super().__init__(
-            f"could not connect to {url}: {reason}; "
-            "check that the server is up and the URL is right (reconnect retries this)"
-        )
+        super().__init__(f"could not connect to {url}: {reason}; {hint}")
 
 
 class HandshakeRejected(ConnectionFailed):
@@ -92,14 +95,19 @@ class CertificateError(ConnectionFailed):
     Args:
         url: The redacted URL that was tried.
         detail: What the TLS library said.
+        hint: What to do about it.
     """
 
-    def __init__(self, url: str, detail: str) -> None:
-        super().__init__(url, f"TLS certificate verification failed ({detail})")
-        self.args = (
-            f"could not connect to {url}: TLS certificate verification failed ({detail}); "
-            "pass ssl=<an ssl.SSLContext that trusts the server's CA>; "
-            "retrying will not help",
+    def __init__(
+        self,
+        url: str,
+        detail: str,
+        hint: str = "pass ssl=<an ssl.SSLContext that trusts the server's CA>",
+    ) -> None:
+        super().__init__(
+            url,
+            f"TLS certificate verification failed ({detail})",
+            f"{hint}; retrying will not help",
         )
 
 

@@ -124,6 +124,7 @@ class _Session:
             raise ConnectionFailed(
                 "the url callable",
                 f"it raised {type(exc).__name__}: {self.redactor(str(exc))}",
+                "fix what the url callable does (reconnect retries this)",
             ) from exc
         if isinstance(got, str):
             self.redactor.add_url(got)
@@ -187,6 +188,7 @@ class _Session:
                     raise ConnectionFailed(
                         self.shown or "the connection",
                         f"on_open raised {type(exc).__name__}: {self.redactor(str(exc))}",
+                        "fix what on_open does (reconnect retries this)",
                     ) from exc
             log.debug("connected to %s", self.shown)
             self._event(Connected(self.shown))
