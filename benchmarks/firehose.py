@@ -18,8 +18,9 @@ What a connection gets is chosen by the request path's query string:
 
 A message looks like ``{"e":"trade","s":"SYM12","seq":7,"p":"101.25","q":"0.500"}``.
 
-Run ``python benchmarks/firehose.py [--port P]``: it prints ``PORT <number>`` on stdout
-once it listens, and serves until it is terminated.
+Run ``python benchmarks/firehose.py [--port P] [--watch-stdin]``: it prints
+``PORT <number>`` on stdout once it listens, and serves until it is terminated (or,
+with ``--watch-stdin``, until its stdin is closed).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import os
 import signal
 import sys
 import time
@@ -294,14 +296,27 @@ class FirehoseProtocol(asyncio.Protocol):
         await self._close_normally()
 
 
-async def serve(port: int = 0, host: str = "127.0.0.1") -> None:
-    """Serve forever; print ``PORT <number>`` once listening."""
+async def serve(port: int = 0, host: str = "127.0.0.1", watch_stdin: bool = False) -> None:
+    """Serve until terminated; print ``PORT <number>`` once listening.
+
+    With ``watch_stdin``, also stop when stdin reaches end of file: a parent that holds
+    the other end of a pipe takes the server down with it however it ends.
+    """
     loop = asyncio.get_running_loop()
     server = await loop.create_server(FirehoseProtocol, host, port)
     print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if watch_stdin:
+        fd = sys.stdin.fileno()
+
+        def readable() -> None:
+            if not os.read(fd, 4096):
+                loop.remove_reader(fd)
+                stop.set()
+
+        loop.add_reader(fd, readable)
     async with server:
         await stop.wait()
 
@@ -310,8 +325,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--watch-stdin", action="store_true", help="stop when stdin is closed (end of file)"
+    )
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.host))
+    asyncio.run(serve(args.port, args.host, args.watch_stdin))
 
 
 if __name__ == "__main__":

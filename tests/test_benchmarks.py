@@ -50,6 +50,7 @@ def test_a_tiny_run_reports_every_mode(tmp_path: Path) -> None:
     for mode in ("lat-raw", "lat-client-10"):
         assert latency[mode]["rounds_ok"] == 1, latency[mode]["errors"]
         assert 0 < latency[mode]["p50_us"] <= latency[mode]["p99_us"] <= latency[mode]["p999_us"]
+        assert latency[mode]["best_p99_us"] == latency[mode]["p99_us"]  # one round
 
     idle = report["memory"]["idle"]
     assert idle["ok"], idle
