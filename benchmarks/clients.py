@@ -339,14 +339,15 @@ class Consumers:
         return result
 
 
-async def run_compat(base: str, n: int, k: int, timeout: float) -> dict[str, Any]:
+async def run_stream_interface(
+    base_class: Any, base: str, n: int, k: int, timeout: float
+) -> dict[str, Any]:
+    """K ``stream_filter`` streams of a subclass of ``base_class``, each read by a task."""
     import websockets
-
-    from rxws.compat import AsyncWebsocketStreamInterface
 
     url = firehose_url(base, n, k)
 
-    class Feed(AsyncWebsocketStreamInterface):
+    class Feed(base_class):  # type: ignore[misc, valid-type]
         async def _create_ws(self) -> Any:
             ws = await websockets.connect(url)
             mark_open()
@@ -370,8 +371,13 @@ async def run_compat(base: str, n: int, k: int, timeout: float) -> dict[str, Any
     return result
 
 
+async def run_compat(base: str, n: int, k: int, timeout: float) -> dict[str, Any]:
+    from rxws.compat import AsyncWebsocketStreamInterface
+
+    return await run_stream_interface(AsyncWebsocketStreamInterface, base, n, k, timeout)
+
+
 async def run_seed(base: str, n: int, k: int, timeout: float) -> dict[str, Any]:
-    import websockets
     from AsyncWebsocketStreamInterface import (  # type: ignore[import-untyped]
         AsyncWebsocketStreamInterface,
     )
@@ -380,30 +386,7 @@ async def run_seed(base: str, n: int, k: int, timeout: float) -> dict[str, Any]:
     # The seed logs every message at DEBUG to stderr by default; drop that sink so it
     # is measured at its best (it still formats each message eagerly).
     logger.remove()
-    url = firehose_url(base, n, k)
-
-    class Feed(AsyncWebsocketStreamInterface):  # type: ignore[misc]
-        async def _create_ws(self) -> Any:
-            ws = await websockets.connect(url)
-            mark_open()
-            return ws
-
-        async def _when2create_new_ws(self) -> None:
-            await asyncio.Event().wait()
-
-        async def _parse_raw_data(self, raw_data: Any) -> Any:
-            return json.loads(raw_data)
-
-    feed = Feed()
-    consumers = Consumers(n, k)
-    consumers.start([feed.stream_filter([{"s": sym}]) for sym in symbols(k)])
-    try:
-        await wait_done(consumers.done, lambda: consumers.total, timeout)
-        result = consumers.result()
-    finally:
-        await consumers.stop()
-        await feed.exit()
-    return result
+    return await run_stream_interface(AsyncWebsocketStreamInterface, base, n, k, timeout)
 
 
 async def run_picows(base: str, n: int, timeout: float) -> dict[str, Any]:
