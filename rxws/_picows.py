@@ -387,6 +387,11 @@ class PicowsTransport:
         if _picows is None:
             raise TransportUnavailable("picows", "picows")
 
+    def prepare(self, options: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+        """Refuse websockets-only options now, at ``connect()``, not at the first open."""
+        picows_options(options, redactor)
+        return options
+
     async def open(self, url: str, options: dict[str, Any], redactor: Redactor) -> Link:
         assert _picows is not None
         shown = redactor.url(url)

@@ -13,6 +13,7 @@ peer closed normally (1000 or 1001) and raises :class:`rxws.ConnectionLost` othe
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -31,6 +32,8 @@ from websockets.protocol import State
 
 from ._redact import RedactingLogger, Redactor
 from .errors import CertificateError, ConnectionFailed, ConnectionLost, HandshakeRejected
+
+_wire_log = logging.getLogger("rxws.websockets")
 
 __all__ = [
     "FrameHandler",
@@ -78,6 +81,16 @@ class Transport(Protocol):
     """Opens links."""
 
     name: str
+
+    def prepare(self, options: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+        """Check the connect options once, when ``connect()`` is called.
+
+        Returns:
+            The options :meth:`open` gets.
+
+        Raises:
+            ValueError: An option this transport cannot honour (the message names it).
+        """
 
     async def open(self, url: str, options: dict[str, Any], redactor: Redactor) -> Link:
         """Open a connection to ``url`` with transport ``options``.
@@ -188,6 +201,12 @@ class WebsocketsTransport:
 
     name = "websockets"
 
+    def prepare(self, options: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+        """Add a redacting logger unless the caller gave a logger of their own."""
+        if "logger" not in options:
+            options = {**options, "logger": RedactingLogger(_wire_log, redactor)}
+        return options
+
     async def open(self, url: str, options: dict[str, Any], redactor: Redactor) -> Link:
         shown = redactor.url(url)
         try:
@@ -213,13 +232,6 @@ class WebsocketsTransport:
 
     def wrap(self, connection: Any, redactor: Redactor) -> Link:
         return WebsocketsLink(connection, redactor)
-
-
-def websockets_options(options: dict[str, Any], redactor: Redactor, logger: Any) -> dict[str, Any]:
-    """Connect options for websockets, with a redacting logger unless one was given."""
-    if "logger" not in options:
-        options = {**options, "logger": RedactingLogger(logger, redactor)}
-    return options
 
 
 def _picows_transport() -> Transport:

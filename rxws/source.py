@@ -24,7 +24,7 @@ from reactivex import abc
 from reactivex.disposable import Disposable
 
 from ._redact import Redactor
-from ._transport import Link, Transport, get_transport, websockets_options
+from ._transport import Link, Transport, get_transport
 from .codec import parse_json
 from .errors import ConnectionFailed, ParseError, RxwsError
 from .events import Connected, Connecting, Disconnected, Event
@@ -32,7 +32,6 @@ from .events import Connected, Connecting, Disconnected, Event
 __all__ = ["OnOpen", "UrlSource", "connect", "describe_url"]
 
 log = logging.getLogger("rxws.source")
-_wire_log = logging.getLogger("rxws.websockets")
 
 OnOpen = Callable[[Any], Awaitable[None]]
 """``async (connection) -> None``: runs on each new connection before messages flow."""
@@ -275,11 +274,7 @@ def connect(
     redactor = Redactor(
         url if isinstance(url, str) else None, connect_kwargs.get("additional_headers")
     )
-    options = (
-        websockets_options(connect_kwargs, redactor, _wire_log)
-        if chosen.name == "websockets"
-        else connect_kwargs
-    )
+    options = chosen.prepare(connect_kwargs, redactor)
 
     def subscribe(
         observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
