@@ -43,6 +43,7 @@ __all__ = [
     "certificate_error",
     "connection_is_open",
     "get_transport",
+    "send_on",
 ]
 
 FrameHandler = Callable[[Any], None]
@@ -104,12 +105,24 @@ class Transport(Protocol):
 
 
 def connection_is_open(connection: Any) -> bool:
-    """Whether a websockets connection (or look-alike) can still send."""
+    """Whether a connection can still send; look-alikes without a state count as open."""
     state = getattr(connection, "state", None)
     if state is not None:
         return bool(state is State.OPEN)
     closed = getattr(connection, "closed", None)
-    return closed is False
+    return closed is not True
+
+
+async def send_on(connection: Any, data: str | bytes, redactor: Redactor) -> None:
+    """Send one frame on a connection that ``on_open`` was given, with rxws's errors.
+
+    Raises:
+        ConnectionLost: The connection is closed or broke while sending.
+    """
+    try:
+        await connection.send(data)
+    except ConnectionClosed as exc:
+        raise lost_from_closed(exc, redactor) from None
 
 
 # OpenSSL verification results that mean "the certificate names another host".
@@ -183,10 +196,7 @@ class WebsocketsLink:
             raise lost_from_closed(exc, self._redactor) from None
 
     async def send(self, data: str | bytes) -> None:
-        try:
-            await self._conn.send(data)
-        except ConnectionClosed as exc:
-            raise lost_from_closed(exc, self._redactor) from None
+        await send_on(self._conn, data, self._redactor)
 
     async def close(self, timeout: float | None = None) -> None:
         conn = self._conn

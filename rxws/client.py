@@ -33,15 +33,13 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 from reactivex.observer import AutoDetachObserver
 from reactivex.subject import Subject
-from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 
 from . import ops
 from ._redact import Redactor
-from ._transport import lost_from_closed
+from ._transport import connection_is_open, send_on
 from .backoff import Backoff
 from .codec import dump_json, parse_json
-from .errors import IdleTimeout, NotConnected, ParseError, StreamClosed
+from .errors import ConnectionLost, IdleTimeout, NotConnected, ParseError, StreamClosed
 from .events import Connected, Connecting, Disconnected, Event, Failed, Retrying, Rotated
 from .filters import Filters
 from .ops._idle import check_seconds
@@ -92,15 +90,6 @@ def _direct_on_next(observer: abc.ObserverBase[Any]) -> Callable[[Any], None]:
         if callable(inner):
             return inner  # type: ignore[no-any-return]
     return observer.on_next
-
-
-def _is_open(connection: Any) -> bool:
-    """Whether ``connection`` can send; look-alikes without a state count as open."""
-    state = getattr(connection, "state", None)
-    if state is not None:
-        return bool(state is State.OPEN)
-    closed = getattr(connection, "closed", None)
-    return closed is not True
 
 
 def _check_timeout(timeout: float | None, default: float) -> float:
@@ -171,7 +160,7 @@ class _Core:
 
     def present(self) -> Any:
         for attempt in reversed(self.attempts):
-            if attempt.ready and _is_open(attempt.conn):
+            if attempt.ready and connection_is_open(attempt.conn):
                 return attempt.conn
         return None
 
@@ -283,7 +272,7 @@ class _Core:
             return
         for attempt in self.attempts:
             # Connections still in on_open send it themselves once they are ready.
-            if attempt.ready and _is_open(attempt.conn):
+            if attempt.ready and connection_is_open(attempt.conn):
                 attempt.sent.add(entry)
                 self.send_soon(attempt.conn, entry.subscribe_frame)
 
@@ -295,7 +284,7 @@ class _Core:
         for attempt in self.attempts:
             if entry in attempt.sent:
                 attempt.sent.discard(entry)
-                if not self.closing and _is_open(attempt.conn):
+                if not self.closing and connection_is_open(attempt.conn):
                     self.send_soon(attempt.conn, entry.unsubscribe_frame)
 
     def send_soon(self, conn: Any, frame: Any) -> None:
@@ -726,11 +715,11 @@ class WebSocketClient:
         frame = _frame(msg, self._serialize)
         conn = await core.wait_present(_check_timeout(timeout, self._send_timeout))
         try:
-            await conn.send(frame)
-        except ConnectionClosed as exc:
+            await send_on(conn, frame, core.redactor)
+        except ConnectionLost:
             if core.closing:
                 raise StreamClosed("this WebSocketClient") from None
-            raise lost_from_closed(exc, core.redactor) from None
+            raise
 
     async def wait_connected(self, timeout: float | None = None) -> Any:
         """Wait until a connection is open and past ``on_open``; return it.
