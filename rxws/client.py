@@ -36,7 +36,6 @@ from reactivex.subject import Subject
 
 from . import ops
 from ._redact import Redactor
-from ._transport import connection_is_open, send_on
 from .backoff import Backoff
 from .codec import dump_json, parse_json
 from .errors import ConnectionLost, IdleTimeout, NotConnected, ParseError, StreamClosed
@@ -44,7 +43,7 @@ from .events import Connected, Connecting, Disconnected, Event, Failed, Retrying
 from .filters import Filters
 from .ops._idle import check_seconds
 from .router import Router
-from .source import OnOpen, UrlSource, connect, describe_url
+from .source import OnOpen, UrlSource, connect, connection_is_open, describe_url, send_on
 
 __all__ = ["ClientStats", "WebSocketClient"]
 

@@ -24,12 +24,19 @@ from reactivex import abc
 from reactivex.disposable import Disposable
 
 from ._redact import Redactor
-from ._transport import Link, Transport, get_transport
+from ._transport import Link, Transport, connection_is_open, get_transport, send_on
 from .codec import parse_json
 from .errors import ConnectionFailed, ParseError, RxwsError
 from .events import Connected, Connecting, Disconnected, Event
 
-__all__ = ["OnOpen", "UrlSource", "connect", "describe_url"]
+__all__ = [
+    "OnOpen",
+    "UrlSource",
+    "connect",
+    "connection_is_open",
+    "describe_url",
+    "send_on",
+]
 
 log = logging.getLogger("rxws.source")
 
