@@ -107,29 +107,43 @@ def _accept_all(msg: Any) -> bool:
     return True
 
 
-class _Clause(Generic[T]):
-    """One dict of one registered filter list."""
+_NO_ANCHOR: Any = object()  # the key of a clause that has no hashable value
 
-    __slots__ = ("anchor", "handle", "multi", "pairs", "simple", "target")
+
+class _Clause(Generic[T]):
+    """One dict of one registered filter list.
+
+    Lean on purpose (an idle stream holds one): the anchor pair is kept as two slots
+    rather than a tuple, and the pairs only when finding the anchor does not prove the
+    match already.
+    """
+
+    __slots__ = ("direct", "group", "key", "pairs", "target", "value")
 
     def __init__(
         self,
-        handle: int,
         target: T,
         pairs: tuple[tuple[Any, Any], ...],
-        anchor: tuple[Any, Any] | None,
-        multi: bool,
+        group: int | None,
     ) -> None:
-        self.handle = handle
         self.target = target
-        self.pairs = pairs
-        self.anchor = anchor
-        # True when its filter list has other dicts too, so it may match twice.
-        self.multi = multi
-        # True when finding the clause by its anchor pair already proves the match.
-        # NaN-like values are found by identity in a dict but never equal themselves,
-        # so such a clause is always checked in full.
-        self.simple = anchor is not None and len(pairs) == 1 and anchor[1] == anchor[1]
+        # The handle of its filter list when that list has other dicts too (so it may
+        # match through several of them and must be de-duplicated), else None.
+        self.group = group
+        key: Any = _NO_ANCHOR
+        value: Any = None
+        for k, v in pairs:
+            if _hashable(v):
+                key, value = k, v
+                break
+        self.key = key
+        self.value = value
+        # None when finding the clause by its anchor pair already proves the match: one
+        # pair only, and not NaN-like (found by identity in a dict, never equal itself).
+        simple = key is not _NO_ANCHOR and len(pairs) == 1 and value == value
+        self.pairs: tuple[tuple[Any, Any], ...] | None = None if simple else pairs
+        # The pair alone proves the match and the target cannot come twice.
+        self.direct = simple and group is None
 
 
 def _hashable(value: Any) -> bool:
@@ -155,7 +169,10 @@ def _frozen(value: Any) -> Any:
 
 
 class _Bucket(Generic[T]):
-    """The clauses filed under one key/value pair, with a cached split for lookups."""
+    """Several clauses filed under one key/value pair, with a cached split for lookups.
+
+    A pair with a single clause keeps that clause alone, without a bucket.
+    """
 
     __slots__ = ("checked", "clauses", "direct")
 
@@ -176,8 +193,8 @@ class _Bucket(Generic[T]):
 
     def split(self) -> tuple[T, ...]:
         clauses = self.clauses.values()
-        self.checked = tuple(c for c in clauses if c.multi or not c.simple)
-        direct = self.direct = tuple(c.target for c in clauses if c.simple and not c.multi)
+        self.checked = tuple(c for c in clauses if not c.direct)
+        direct = self.direct = tuple(c.target for c in clauses if c.direct)
         return direct
 
 
@@ -208,9 +225,11 @@ class FilterIndex(Generic[T]):
         self._next = 0
         self._all: dict[int, T] = {}  # empty filter list: every message
         self._any_mapping: dict[int, T] = {}  # a filter list holding {}: every mapping
-        self._by_key: dict[Any, dict[Any, _Bucket[T]]] = {}  # key -> value -> bucket
+        # key -> value -> the one clause filed under that pair, or a bucket of several
+        self._by_key: dict[Any, dict[Any, _Clause[T] | _Bucket[T]]] = {}
         self._fallback: _Bucket[T] = _Bucket()  # dicts with no hashable value
-        self._clauses: dict[int, list[_Clause[T]]] = {}
+        # handle -> its clause, or a list of them when the filter list has several dicts
+        self._clauses: dict[int, _Clause[T] | list[_Clause[T]]] = {}
         # Cached target lists, rebuilt on the first lookup after a change.
         self._all_view: list[T] | None = []
         self._mapping_view: list[T] | None = []
@@ -218,6 +237,14 @@ class FilterIndex(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._all) + len(self._any_mapping) + len(self._clauses)
+
+    @property
+    def all_unfiltered(self) -> bool:
+        """Whether every registered filter list is empty (also when none is registered).
+
+        Then :meth:`lookup` returns every target for every message.
+        """
+        return self._only_all
 
     def add(self, filters: Filters, target: T) -> int:
         """Register ``target`` under a filter list.
@@ -232,32 +259,80 @@ class FilterIndex(Generic[T]):
         Raises:
             TypeError: ``filters`` is not a list of dicts.
         """
-        compiled = compile_filters(filters)
+        return self.add_compiled(compile_filters(filters), target)
+
+    def add_compiled(self, compiled: tuple[tuple[tuple[Any, Any], ...], ...], target: T) -> int:
+        """Register ``target`` under a filter list that :func:`compile_filters` returned.
+
+        For a filter list registered many times: check and copy it once, add it often.
+
+        Args:
+            compiled: What :func:`compile_filters` returned (not checked again).
+            target: What :meth:`lookup` returns for matching messages.
+
+        Returns:
+            A handle for :meth:`remove`.
+        """
         handle = self._next
         self._next += 1
         if not compiled:
             self._all[handle] = target
-        elif any(not pairs for pairs in compiled):
+            self._all_view = None
+            self._mapping_view = None
+            return handle
+        if any(not pairs for pairs in compiled):
             self._any_mapping[handle] = target
+        elif len(compiled) == 1:
+            clause = _Clause(target, compiled[0], None)
+            self._file(clause)
+            self._clauses[handle] = clause
         else:
-            multi = len(compiled) > 1
-            clauses = []
-            for pairs in compiled:
-                anchor = next(((k, v) for k, v in pairs if _hashable(v)), None)
-                clause = _Clause(handle, target, pairs, anchor, multi)
-                if anchor is None:
-                    self._fallback.add(clause)
-                else:
-                    key, value = anchor
-                    by_value = self._by_key.setdefault(key, {})
-                    bucket = by_value.get(value)
-                    if bucket is None:
-                        bucket = by_value[value] = _Bucket()
-                    bucket.add(clause)
-                clauses.append(clause)
+            clauses = [_Clause(target, pairs, handle) for pairs in compiled]
+            for clause in clauses:
+                self._file(clause)
             self._clauses[handle] = clauses
-        self._refresh()
+        self._mapping_view = None
+        self._only_all = False
         return handle
+
+    def _file(self, clause: _Clause[T]) -> None:
+        key = clause.key
+        if key is _NO_ANCHOR:
+            self._fallback.add(clause)
+            return
+        by_value = self._by_key.get(key)
+        if by_value is None:
+            by_value = self._by_key[key] = {}
+        value = clause.value
+        entry = by_value.get(value)
+        if entry is None:
+            by_value[value] = clause
+        elif isinstance(entry, _Clause):
+            bucket: _Bucket[T] = _Bucket()
+            bucket.add(entry)
+            bucket.add(clause)
+            by_value[value] = bucket
+        else:
+            entry.add(clause)
+
+    def _unfile(self, clause: _Clause[T]) -> None:
+        key = clause.key
+        if key is _NO_ANCHOR:
+            self._fallback.discard(clause)
+            return
+        by_value = self._by_key[key]
+        value = clause.value
+        entry = by_value[value]
+        if isinstance(entry, _Bucket):
+            entry.discard(clause)
+            if len(entry.clauses) > 1:
+                return
+            if entry.clauses:  # one left: it goes back to standing alone
+                by_value[value] = next(iter(entry.clauses.values()))
+                return
+        del by_value[value]
+        if not by_value:
+            del self._by_key[key]
 
     def remove(self, handle: int) -> None:
         """Unregister the filter list added under ``handle``; unknown handles are ignored.
@@ -265,28 +340,45 @@ class FilterIndex(Generic[T]):
         Args:
             handle: What :meth:`add` returned.
         """
-        if self._all.pop(handle, _MISSING) is _MISSING and (
-            self._any_mapping.pop(handle, _MISSING) is _MISSING
-        ):
-            for clause in self._clauses.pop(handle, ()):
-                if clause.anchor is None:
-                    self._fallback.discard(clause)
-                    continue
-                key, value = clause.anchor
-                by_value = self._by_key[key]
-                bucket = by_value[value]
-                bucket.discard(clause)
-                if not bucket.clauses:
-                    del by_value[value]
-                    if not by_value:
-                        del self._by_key[key]
-        self._refresh()
-
-    def _refresh(self) -> None:
-        # Rebuilt on the next lookup, so adding or removing n lists costs O(n).
-        self._all_view = None
+        if self._all.pop(handle, _MISSING) is not _MISSING:
+            self._all_view = None
+        elif self._any_mapping.pop(handle, _MISSING) is _MISSING:
+            entry = self._clauses.pop(handle, None)
+            if entry is None:
+                return
+            if isinstance(entry, _Clause):
+                self._unfile(entry)
+            else:
+                for clause in entry:
+                    self._unfile(clause)
         self._mapping_view = None
         self._only_all = not (self._any_mapping or self._clauses)
+
+    def clear(self) -> None:
+        """Unregister every filter list (handles are never reused)."""
+        self._all.clear()
+        self._any_mapping.clear()
+        self._by_key.clear()
+        self._fallback = _Bucket()
+        self._clauses.clear()
+        self._all_view = []
+        self._mapping_view = []
+        self._only_all = True
+
+    def targets(self) -> list[T]:
+        """Every registered target, in the order they were added (once per handle).
+
+        Returns:
+            A new list.
+        """
+        if not self._any_mapping and not self._clauses:
+            return list(self._all.values())
+        entries: list[tuple[int, T]] = [*self._all.items(), *self._any_mapping.items()]
+        for handle, entry in self._clauses.items():
+            clause = entry if isinstance(entry, _Clause) else entry[0]
+            entries.append((handle, clause.target))
+        entries.sort(key=_first)
+        return [target for _, target in entries]
 
     def lookup(self, msg: Any) -> list[T]:
         """The targets whose filter list matches ``msg``, each once.
@@ -314,19 +406,28 @@ class FilterIndex(Generic[T]):
             for key, value in msg.items():
                 by_value = by_key.get(key)
                 if by_value is not None:
-                    checked = self._collect(by_value, value, found, checked)
+                    checked = _collect(by_value, value, found, checked)
         else:
             for key, by_value in by_key.items():
                 value = msg.get(key, _MISSING)
                 if value is _MISSING:
                     continue
                 try:
-                    bucket = by_value.get(value)
+                    entry = by_value.get(value)
                 except TypeError:
-                    checked = self._collect(by_value, value, found, checked)
+                    checked = _collect(by_value, value, found, checked)
                     continue
-                if bucket is None:
+                if entry is None:
                     continue
+                if type(entry) is _Clause:
+                    if entry.direct:
+                        found.append(entry.target)
+                    elif checked is None:
+                        checked = [entry]
+                    else:
+                        checked.append(entry)
+                    continue
+                bucket: _Bucket[T] = entry  # type: ignore[assignment]
                 direct = bucket.direct
                 if direct is None:
                     direct = bucket.split()
@@ -343,37 +444,54 @@ class FilterIndex(Generic[T]):
         if checked is not None:
             seen: set[int] = set()  # a list with several dicts may match through each
             for clause in checked:
-                if (clause.simple or _clause_matches(clause.pairs, msg)) and (
-                    not clause.multi or clause.handle not in seen
-                ):
-                    seen.add(clause.handle)
-                    found.append(clause.target)
+                pairs = clause.pairs
+                if pairs is not None and not _clause_matches(pairs, msg):
+                    continue
+                group = clause.group
+                if group is not None:
+                    if group in seen:
+                        continue
+                    seen.add(group)
+                found.append(clause.target)
         return found
 
-    @staticmethod
-    def _collect(
-        by_value: dict[Any, _Bucket[T]],
-        value: Any,
-        found: list[T],
-        checked: list[_Clause[T]] | None,
-    ) -> list[_Clause[T]] | None:
-        """Add the targets proven by ``value``; return the clauses still to check."""
+
+def _first(entry: tuple[int, Any]) -> int:
+    return entry[0]
+
+
+def _collect(
+    by_value: dict[Any, _Clause[T] | _Bucket[T]],
+    value: Any,
+    found: list[T],
+    checked: list[_Clause[T]] | None,
+) -> list[_Clause[T]] | None:
+    """Add the targets proven by ``value``; return the clauses still to check."""
+    try:
+        entry = by_value.get(value)
+    except TypeError:
         try:
-            bucket = by_value.get(value)
+            entry = by_value.get(_frozen(value))
         except TypeError:
-            try:
-                bucket = by_value.get(_frozen(value))
-            except TypeError:
-                return checked  # a list or dict equals no hashable filter value
-        if bucket is None:
-            return checked
-        direct = bucket.direct
-        if direct is None:
-            direct = bucket.split()
-        if direct:
-            found += direct
-        if bucket.checked:
-            if checked is None:
-                checked = []
-            checked.extend(bucket.checked)
+            return checked  # a list or dict equals no hashable filter value
+    if entry is None:
         return checked
+    if type(entry) is _Clause:
+        if entry.direct:
+            found.append(entry.target)
+            return checked
+        if checked is None:
+            return [entry]
+        checked.append(entry)
+        return checked
+    bucket: _Bucket[T] = entry  # type: ignore[assignment]
+    direct = bucket.direct
+    if direct is None:
+        direct = bucket.split()
+    if direct:
+        found += direct
+    if bucket.checked:
+        if checked is None:
+            checked = []
+        checked.extend(bucket.checked)
+    return checked

@@ -23,6 +23,10 @@ delivery gets nothing more, not even the rest of that delivery.
 
 When the source completes or errors, every current stream completes or errors with it,
 and the router starts afresh: the next subscriber subscribes the source again.
+
+An idle stream costs one small object (the subscription itself, which is also what the
+index delivers to) and one index entry: a few hundred bytes, so 100,000 idle streams
+take tens of megabytes.
 """
 
 from __future__ import annotations
@@ -31,10 +35,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-import reactivex
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable
-from reactivex.observer import AutoDetachObserver
+from reactivex.scheduler import CurrentThreadScheduler
 
 from .errors import SubscriberError
 from .filters import FilterIndex, Filters, compile_filters
@@ -45,38 +47,109 @@ log = logging.getLogger("rxws.router")
 
 T = TypeVar("T")
 
+_Compiled = tuple[tuple[tuple[Any, Any], ...], ...]
+
 
 def _ignore(value: Any) -> None:
     """``on_next`` of a subscriber that has left: a delivery in progress may still hold it."""
 
 
-def _direct_on_next(observer: abc.ObserverBase[Any]) -> Callable[[Any], None]:
-    """The function that handles ``observer``'s items, without the auto-detach layer.
+def _noop(value: Any) -> None:
+    """``on_next`` of a subscriber that gave none."""
 
-    ``Observable.subscribe`` wraps every observer in an ``AutoDetachObserver``, whose
-    ``on_next`` only checks ``is_stopped`` before calling the real handler. The router
-    keeps that check itself: a subscriber's ``on_next`` is switched to :func:`_ignore`
-    the moment it is disposed (disposing the auto-detach observer disposes the
-    router's subscription synchronously) or terminated by the router. Calling the
-    handler directly saves one Python call per delivery.
+
+def _log_source_failure(error: Exception) -> None:
+    """``on_error`` of a :meth:`Router.connect` hold that gave none."""
+    log.error("the router's source failed: %s", error)
+
+
+class _Member(abc.DisposableBase):
+    """One reference to the source: a stream subscription, or a :meth:`Router.connect` hold.
+
+    It is at once the router's delivery target (filed in the index) and the disposable
+    that :meth:`Router.stream`'s ``subscribe`` returns: one small object per idle
+    stream, with no lock and no closure. ``handle`` is the index handle (-1 for a
+    hold) while it is subscribed, None before and after; ``on_next`` is switched to
+    :func:`_ignore` the moment it leaves, so a delivery in progress skips it.
+    ``on_error`` and ``on_completed`` are None when the subscriber gave none.
     """
-    if type(observer) is AutoDetachObserver:
-        inner = getattr(observer, "_on_next", None)
-        if callable(inner):
-            return inner  # type: ignore[no-any-return]
-    return observer.on_next
+
+    __slots__ = ("_router", "handle", "on_completed", "on_error", "on_next")
+
+    def __init__(
+        self,
+        router: Router[Any],
+        on_next: Callable[[Any], None],
+        on_error: Callable[[Exception], None] | None,
+        on_completed: Callable[[], None] | None,
+    ) -> None:
+        self._router = router
+        self.on_next = on_next
+        self.on_error = on_error
+        self.on_completed = on_completed
+        self.handle: int | None = None
+
+    def dispose(self) -> None:
+        """Leave the router (idempotent); the last one to leave lets go of the source."""
+        if self.handle is not None:
+            self._router._leave(self)
 
 
-class _Member:
-    """One reference to the source: a stream subscriber, or a :meth:`Router.connect` hold."""
+class _Stream(Observable[T]):
+    """What :meth:`Router.stream` returns: each subscription is one :class:`_Member`.
 
-    __slots__ = ("filtered", "handle", "observer", "on_next")
+    ``subscribe`` takes what ``reactivex.Observable.subscribe`` takes (an observer, or
+    ``on_next``/``on_error``/``on_completed`` callables, and ``scheduler=``, which
+    synchronous delivery does not use) and gives what it gives, without the
+    auto-detach observer and its disposables: the router already stops delivering to
+    a subscriber the moment it is disposed or terminated, and terminates each at most
+    once.
+    """
 
-    def __init__(self, observer: abc.ObserverBase[Any], filtered: bool) -> None:
-        self.observer = observer
-        self.on_next: Callable[[Any], None] = _direct_on_next(observer)
-        self.filtered = filtered
-        self.handle: int | None = None  # the index handle; None once it has left
+    def __init__(self, router: Router[T], compiled: _Compiled) -> None:
+        super().__init__()
+        self._router = router
+        self._compiled = compiled
+
+    def subscribe(
+        self,
+        on_next: abc.ObserverBase[T] | abc.OnNext[T] | None = None,
+        on_error: abc.OnError | None = None,
+        on_completed: abc.OnCompleted | None = None,
+        *,
+        scheduler: abc.SchedulerBase | None = None,
+    ) -> abc.DisposableBase:
+        """Subscribe an observer, or callbacks, as ``reactivex.Observable.subscribe`` does.
+
+        Args:
+            on_next: An observer (then the other callbacks are ignored), or the
+                callable for each message.
+            on_error: Called with the source's error, or with a
+                :class:`rxws.SubscriberError` when ``on_next`` raised.
+            on_completed: Called when the source completes.
+            scheduler: Not used: delivery is synchronous.
+
+        Returns:
+            The subscription; ``dispose()`` leaves (idempotent).
+        """
+        if isinstance(on_next, abc.ObserverBase) or callable(getattr(on_next, "on_next", None)):
+            observer: abc.ObserverBase[T] = on_next  # type: ignore[assignment]
+            return self._router._subscribe(
+                self._compiled, observer.on_next, observer.on_error, observer.on_completed
+            )
+        return self._router._subscribe(
+            self._compiled,
+            on_next or _noop,
+            on_error,
+            on_completed,
+        )
+
+    def _subscribe_core(
+        self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        return self._router._subscribe(
+            self._compiled, observer.on_next, observer.on_error, observer.on_completed
+        )
 
 
 class _Link:
@@ -87,33 +160,6 @@ class _Link:
     def __init__(self) -> None:
         self.live = True
         self.disposable: abc.DisposableBase | None = None
-
-
-class _Hold(abc.ObserverBase[Any]):
-    """The observer of a :meth:`Router.connect` hold: it receives only termination."""
-
-    def __init__(
-        self,
-        on_error: Callable[[Exception], None] | None,
-        on_completed: Callable[[], None] | None,
-    ) -> None:
-        self._on_error = on_error
-        self._on_completed = on_completed
-
-    def on_next(self, value: Any) -> None:
-        """Holds receive no messages."""
-
-    def on_error(self, error: Exception) -> None:
-        """Pass the source's error on, or log it when nobody asked for it."""
-        if self._on_error is not None:
-            self._on_error(error)
-        else:
-            log.error("the router's source failed: %s", error)
-
-    def on_completed(self) -> None:
-        """Pass the source's completion on."""
-        if self._on_completed is not None:
-            self._on_completed()
 
 
 class Router(Generic[T]):
@@ -160,10 +206,11 @@ class Router(Generic[T]):
             )
         self._source = source
         self._on_subscriber_error = on_subscriber_error
+        # Every stream subscriber, filed under its filter list (the index is the only
+        # registry of them: one entry per idle stream).
         self._index: FilterIndex[_Member] = FilterIndex()
-        self._streams: dict[int, _Member] = {}  # index handle -> stream subscriber
         self._holds: set[_Member] = set()
-        self._filtered = 0  # how many stream subscribers have a non-empty filter list
+        self._filtered = False  # whether some stream subscriber has a non-empty filter list
         # Every stream subscriber, when none is filtered: delivered without a lookup.
         # None when stale (rebuilt on the next message) or when some stream is filtered.
         self._everyone: tuple[_Member, ...] | None = None
@@ -171,14 +218,14 @@ class Router(Generic[T]):
 
     def __repr__(self) -> str:
         return (
-            f"<{type(self).__name__} subscribers={len(self._streams)} "
+            f"<{type(self).__name__} subscribers={len(self._index)} "
             f"connected={self._link is not None}>"
         )
 
     @property
     def subscriber_count(self) -> int:
         """How many stream subscriptions are live (holds from :meth:`connect` not counted)."""
-        return len(self._streams)
+        return len(self._index)
 
     @property
     def connected(self) -> bool:
@@ -205,17 +252,7 @@ class Router(Generic[T]):
         Raises:
             TypeError: ``filters`` is not a list of dicts.
         """
-        compiled = compile_filters(filters)
-        snapshot = [dict(pairs) for pairs in compiled] or None
-
-        def subscribe(
-            observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            member = _Member(observer, snapshot is not None)
-            self._join(member, snapshot)
-            return Disposable(lambda: self._leave(member))
-
-        return reactivex.create(subscribe)
+        return _Stream(self, compile_filters(filters))
 
     def connect(
         self,
@@ -234,9 +271,16 @@ class Router(Generic[T]):
         Returns:
             A disposable that releases the hold (idempotent).
         """
-        member = _Member(_Hold(on_error, on_completed), False)
-        self._join(member, None)
-        return Disposable(lambda: self._leave(member))
+        member = _Member(self, _ignore, on_error or _log_source_failure, on_completed)
+        member.handle = -1
+        self._holds.add(member)
+        if self._link is None:
+            try:
+                self._subscribe_source()
+            except BaseException:
+                self._leave(member)
+                raise
+        return member
 
     def complete(self) -> None:
         """Complete every stream and hold now and let go of the source.
@@ -253,23 +297,49 @@ class Router(Generic[T]):
 
     # ------------------------------------------------------------------ membership
 
-    def _join(self, member: _Member, filters: Filters) -> None:
-        if isinstance(member.observer, _Hold):
-            member.handle = -1
-            self._holds.add(member)
-        else:
-            handle = self._index.add(filters, member)
-            member.handle = handle
-            self._streams[handle] = member
-            if member.filtered:
-                self._filtered += 1
-            self._everyone = None
+    def _subscribe(
+        self,
+        compiled: _Compiled,
+        on_next: Callable[[Any], None],
+        on_error: Callable[[Exception], None] | None,
+        on_completed: Callable[[], None] | None,
+    ) -> _Member:
+        """One stream subscription: file it, and subscribe the source if it is the first."""
+        member = _Member(self, on_next, on_error, on_completed)
+        member.handle = self._index.add_compiled(compiled, member)
+        self._everyone = None
+        if compiled:
+            self._filtered = True
         if self._link is None:
-            try:
-                self._subscribe_source()
-            except BaseException:
-                self._leave(member)
+            # As reactivex's subscribe does: run it on the current thread's trampoline,
+            # so that what a synchronous source schedules there runs once it is set up.
+            trampoline = CurrentThreadScheduler.singleton()
+            if trampoline.schedule_required():
+                trampoline.schedule(lambda _scheduler, _state: self._start(member))
+            else:
+                self._start(member)
+        return member
+
+    def _start(self, member: _Member) -> None:
+        """Subscribe the source for ``member``; its failure goes to ``member``'s ``on_error``.
+
+        Raised instead when ``member`` has no ``on_error`` or has already ended (as
+        reactivex does when a subscribe function raises).
+        """
+        if self._link is not None or member.handle is None:
+            return
+        try:
+            self._subscribe_source()
+        except Exception as exc:
+            if member.handle is None:
                 raise
+            self._leave(member)
+            if member.on_error is None:
+                raise
+            member.on_error(exc)
+        except BaseException:
+            self._leave(member)
+            raise
 
     def _leave(self, member: _Member) -> None:
         handle = member.handle
@@ -277,15 +347,14 @@ class Router(Generic[T]):
             return
         member.handle = None
         member.on_next = _ignore
+        index = self._index
         if handle == -1:
             self._holds.discard(member)
         else:
-            self._index.remove(handle)
-            del self._streams[handle]
-            if member.filtered:
-                self._filtered -= 1
+            index.remove(handle)
             self._everyone = None
-        if not self._streams and not self._holds:
+            self._filtered = not index.all_unfiltered
+        if not index and not self._holds:
             self._unsubscribe_source()
 
     # ------------------------------------------------------------------ source
@@ -342,7 +411,7 @@ class Router(Generic[T]):
                 if self._filtered:
                     targets = lookup(msg)
                 else:
-                    targets = self._everyone = tuple(self._streams.values())
+                    targets = self._everyone = tuple(self._index.targets())
             for member in targets:
                 try:
                     member.on_next(msg)
@@ -360,13 +429,16 @@ class Router(Generic[T]):
             type(exc).__name__,
             exc_info=exc,
         )
+        live = member.handle is not None  # it may have left inside its own on_next
         self._leave(member)
         error = SubscriberError(exc)
-        try:
-            member.observer.on_error(error)
-        except Exception as again:
-            if again is not error:  # without on_error, reactivex raises the error back
-                log.exception("a stream subscriber's on_error raised")
+        on_error = member.on_error
+        if live and on_error is not None:
+            try:
+                on_error(error)
+            except Exception as again:
+                if again is not error:  # an observer without on_error raises it back
+                    log.exception("a stream subscriber's on_error raised")
         if self._on_subscriber_error is not None:
             try:
                 self._on_subscriber_error(error)
@@ -375,23 +447,24 @@ class Router(Generic[T]):
 
     def _terminate(self, error: Exception | None) -> None:
         """End every current member with ``error`` (or completion) and start afresh."""
-        members = [*self._streams.values(), *self._holds]
+        members = [*self._index.targets(), *self._holds]
         for member in members:
-            if member.handle is not None and member.handle != -1:
-                self._index.remove(member.handle)
             member.handle = None
             member.on_next = _ignore
-        self._streams.clear()
+        self._index.clear()
         self._holds.clear()
-        self._filtered = 0
+        self._filtered = False
         self._everyone = None
         unhandled = 0
         for member in members:
             try:
                 if error is None:
-                    member.observer.on_completed()
+                    if member.on_completed is not None:
+                        member.on_completed()
+                elif member.on_error is None:
+                    unhandled += 1
                 else:
-                    member.observer.on_error(error)
+                    member.on_error(error)
             except Exception as again:
                 if again is error:  # without on_error, reactivex raises the error back
                     unhandled += 1

@@ -361,7 +361,12 @@ class IndexMachine(RuleBasedStateMachine):
     def remove(self, entry: tuple[int, int]) -> None:
         handle, target = entry
         self.index.remove(handle)
-        del self.registered[target]
+        self.registered.pop(target, None)  # gone already if the index was cleared
+
+    @rule()
+    def clear(self) -> None:
+        self.index.clear()
+        self.registered.clear()
 
     @rule(data=st.data())
     def lookup(self, data: st.DataObject) -> None:
@@ -375,9 +380,17 @@ class IndexMachine(RuleBasedStateMachine):
     def size(self) -> None:
         assert len(self.index) == len(self.registered)
 
+    @invariant()
+    def targets_in_the_order_added(self) -> None:
+        assert self.index.targets() == list(self.registered)
+
+    @invariant()
+    def all_unfiltered(self) -> None:
+        assert self.index.all_unfiltered is all(not f for f in self.registered.values())
+
 
 IndexMachine.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=30, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=150, stateful_step_count=30, suppress_health_check=[HealthCheck.too_slow]
 )
 test_index_state_machine = IndexMachine.TestCase
 
@@ -398,3 +411,57 @@ def test_removing_everything_leaves_an_empty_index() -> None:
     assert len(index) == 0
     assert index.lookup({"a": 1, "b": 2}) == []
     assert not index._by_key and not index._fallback.clauses  # nothing left behind
+
+
+def test_targets_clear_and_all_unfiltered() -> None:
+    index: FilterIndex[str] = FilterIndex()
+    assert index.targets() == [] and index.all_unfiltered
+    index.add(None, "all")
+    index.add([], "all too")
+    assert index.all_unfiltered and index.targets() == ["all", "all too"]
+    index.add([{"a": 1}, {"b": [2]}], "two dicts")
+    h = index.add([{"a": 1}], "a")
+    index.add([{}], "any mapping")
+    index.add(None, "all again")
+    assert not index.all_unfiltered
+    assert index.targets() == ["all", "all too", "two dicts", "a", "any mapping", "all again"]
+    index.remove(h)
+    assert index.targets() == ["all", "all too", "two dicts", "any mapping", "all again"]
+    index.clear()
+    assert len(index) == 0 and index.targets() == [] and index.all_unfiltered
+    assert index.lookup({"a": 1, "b": [2]}) == [] and index.lookup("text") == []
+    assert not index._by_key and not index._fallback.clauses
+    index.remove(h)  # handles of cleared lists are unknown: ignored
+    h2 = index.add([{"a": 1}], "after")
+    assert h2 > h  # handles are never reused
+    assert index.lookup({"a": 1}) == ["after"]
+
+
+def test_add_compiled_is_add_without_the_check() -> None:
+    compiled = compile_filters([{"s": "A"}, {"s": "B", "n": [1]}])
+    index: FilterIndex[str] = FilterIndex()
+    first = index.add_compiled(compiled, "first")
+    index.add_compiled(compiled, "second")  # one compiled list, registered twice
+    index.add_compiled(compile_filters(None), "everything")
+    assert index.lookup({"s": "A"}) == ["everything", "first", "second"]
+    assert index.lookup({"s": "B", "n": [1]}) == ["everything", "first", "second"]
+    assert index.lookup({"s": "B", "n": [2]}) == ["everything"]
+    index.remove(first)
+    assert index.lookup({"s": "A"}) == ["everything", "second"]
+
+
+def test_a_pair_with_one_dict_is_filed_without_a_bucket() -> None:
+    # The common case (one stream per symbol) keeps one small object per stream: a
+    # pair shared by several dicts gets a bucket, which goes again when one is left.
+    index: FilterIndex[str] = FilterIndex()
+    h1 = index.add([{"s": "A"}], "one")
+    assert type(index._by_key["s"]["A"]).__name__ == "_Clause"
+    assert not hasattr(index._by_key["s"]["A"], "__dict__")
+    h2 = index.add([{"s": "A", "p": 1}], "two")
+    assert type(index._by_key["s"]["A"]).__name__ == "_Bucket"
+    assert index.lookup({"s": "A", "p": 1}) == ["one", "two"]
+    index.remove(h1)
+    assert type(index._by_key["s"]["A"]).__name__ == "_Clause"
+    assert index.lookup({"s": "A", "p": 1}) == ["two"] and index.lookup({"s": "A"}) == []
+    index.remove(h2)
+    assert not index._by_key

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import tracemalloc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -684,6 +686,191 @@ def test_complete_ends_every_stream_and_lets_go() -> None:
     items, _, _, _ = collect(router.stream())
     source.push(1)
     assert items == [1] and source.subscribed == 2
+
+
+# --------------------------------------------------------------------------------------
+# The subscription: what reactivex's subscribe takes and gives, in one small object
+# --------------------------------------------------------------------------------------
+
+
+def test_subscribe_takes_what_reactivex_subscribe_takes() -> None:
+    subject: Subject[Any] = Subject()
+    router: Router[Any] = Router(subject)
+    stream = router.stream([{"s": 1}])
+    log: list[tuple[str, Any]] = []
+
+    class Duck:  # not an ObserverBase: recognised by its callable on_next
+        def on_next(self, msg: Any) -> None:
+            log.append(("duck", msg))
+
+        def on_error(self, error: Exception) -> None:
+            log.append(("duck error", error))
+
+        def on_completed(self) -> None:
+            log.append(("duck done", None))
+
+    relay: Subject[Any] = Subject()
+    relay.subscribe(
+        lambda m: log.append(("relay", m)), on_completed=lambda: log.append(("relay done", None))
+    )
+    subscriptions = [
+        stream.subscribe(reactivex.Observer(lambda m: log.append(("observer", m)))),
+        # Not an ObserverBase, but has on_next: an observer (the callbacks are ignored).
+        stream.subscribe(Duck(), lambda e: log.append(("ignored", e))),  # type: ignore[arg-type]
+        stream.subscribe(relay),  # a Subject is an observer too
+        stream.subscribe(
+            on_next=lambda m: log.append(("keywords", m)),
+            on_completed=lambda: log.append(("keywords done", None)),
+            scheduler=reactivex.scheduler.ImmediateScheduler(),
+        ),
+        stream.subscribe(None, lambda e: log.append(("no on_next error", e))),
+        stream.subscribe(),
+    ]
+    assert router.subscriber_count == len(subscriptions)
+    subject.on_next({"s": 1})
+    subject.on_next({"s": 2})
+    subject.on_completed()
+    m = {"s": 1}
+    assert log == [
+        ("observer", m),
+        ("duck", m),
+        ("relay", m),
+        ("keywords", m),
+        ("duck done", None),
+        ("relay done", None),
+        ("keywords done", None),
+    ]
+    assert router.subscriber_count == 0 and not router.connected
+
+
+def test_the_subscription_is_a_disposable_and_a_context_manager() -> None:
+    source = CountingSource()
+    router: Router[Any] = Router(source.observable)
+    got: list[Any] = []
+    with router.stream().subscribe(got.append) as subscription:
+        assert isinstance(subscription, abc.DisposableBase)
+        source.push(1)
+        assert source.active == 1
+    source.push(2)
+    assert got == [1] and source.active == 0 and not router.connected
+    subscription.dispose()  # idempotent, also after the with block
+    assert source.subscribed == source.disposed == 1
+    hold = router.connect()
+    assert isinstance(hold, abc.DisposableBase)
+    hold.dispose()
+    hold.dispose()
+    assert source.active == 0
+
+
+class RefusingSource(Observable[Any]):
+    """An Observable whose subscribe raises (reactivex's own would call on_error)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    def subscribe(self, *args: Any, **kwargs: Any) -> abc.DisposableBase:
+        self.attempts += 1
+        raise RuntimeError("cannot subscribe")
+
+
+def test_a_source_that_raises_on_subscribe_fails_that_subscriber_as_reactivex_would() -> None:
+    source = RefusingSource()
+    router: Router[Any] = Router(source)
+    errors: list[Exception] = []
+    router.stream().subscribe(lambda m: None, errors.append)  # on_error gets it
+    assert [str(e) for e in errors] == ["cannot subscribe"]
+    assert not router.connected and router.subscriber_count == 0
+    with pytest.raises(RuntimeError, match="cannot subscribe"):  # no on_error: raised
+        router.stream([{"s": 1}]).subscribe(lambda m: None)
+    with pytest.raises(RuntimeError, match="cannot subscribe"):  # a hold: raised
+        router.connect()
+    assert not router.connected and router.subscriber_count == 0
+    piped: list[Exception] = []
+    router.stream().pipe(rx_ops.map(lambda m: m)).subscribe(on_error=piped.append)
+    assert [str(e) for e in piped] == ["cannot subscribe"] and source.attempts == 4
+
+
+def test_a_synchronous_source_runs_on_the_subscribers_trampoline() -> None:
+    # As with reactivex's own subscribe: what a synchronous source schedules on the
+    # current thread runs once the subscription is set up, and what a subscriber
+    # schedules while it runs waits for the source's items to be delivered.
+    router: Router[Any] = Router(reactivex.from_iterable([1, 2, 3]))
+    log: list[Any] = []
+
+    def first(msg: Any) -> None:
+        log.append(("first", msg))
+        if msg == 1:
+            router.stream().subscribe(lambda m: log.append(("late", m)))
+            reactivex.from_iterable(["x"]).subscribe(lambda v: log.append(("inner", v)))
+
+    router.stream().subscribe(first, on_completed=lambda: log.append("done"))
+    assert log == [
+        ("first", 1),
+        ("first", 2),
+        ("late", 2),
+        ("first", 3),
+        ("late", 3),
+        "done",
+        ("inner", "x"),
+    ]
+    assert not router.connected
+
+
+def test_streams_compose_with_operators() -> None:
+    subject: Subject[Any] = Subject()
+    router: Router[Any] = Router(subject)
+    a, b = router.stream([{"s": "A"}]), router.stream([{"s": "B"}])
+
+    def numbers(ab: tuple[Any, Any]) -> tuple[int, int]:
+        return ab[0]["n"], ab[1]["n"]
+
+    pairs, _, pairs_done, _ = collect(reactivex.combine_latest(a, b).pipe(rx_ops.map(numbers)))
+    batches, _, _, _ = collect(
+        a.pipe(rx_ops.merge(b), rx_ops.map(lambda m: m["n"]), rx_ops.buffer_with_count(2))  # type: ignore[index]
+    )
+    assert router.subscriber_count == 4
+    for n in range(4):
+        subject.on_next({"s": "AB"[n % 2], "n": n})
+    subject.on_completed()
+    assert pairs == [(0, 1), (2, 1), (2, 3)] and pairs_done == [True]
+    assert batches == [[0, 1], [2, 3]]
+    assert router.subscriber_count == 0
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, msg: Any) -> None:
+        self.n += 1
+
+
+def test_an_idle_stream_is_one_small_object_and_an_index_entry() -> None:
+    # 100,000 idle streams must fit in well under 150 MB: each subscription is one
+    # object that the index files (no auto-detach observer, no lock, no closure).
+    router: Router[Any] = Router(Subject())
+    ignore = Counter()
+    keep = [router.stream([{"s": "warm-up"}]).subscribe(ignore)]
+    filters = [[{"s": f"SYM{i}"}] for i in range(2_000)]
+    gc.collect()
+    tracked = len(gc.get_objects())
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        keep += [router.stream(f).subscribe(ignore) for f in filters]
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    per_stream_objects = (len(gc.get_objects()) - tracked) / len(filters)
+    assert per_stream_objects <= 2.1, per_stream_objects  # the subscription, its clause
+    assert grown / len(filters) < 500, grown / len(filters)
+    assert not hasattr(keep[-1], "__dict__")
+    for subscription in keep:
+        subscription.dispose()
+    assert router.subscriber_count == 0 and not router.connected
+    assert ignore.n == 0
 
 
 # --------------------------------------------------------------------------------------
