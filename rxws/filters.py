@@ -408,6 +408,8 @@ class FilterIndex(Generic[T]):
                 if by_value is not None:
                     checked = _collect(by_value, value, found, checked)
         else:
+            # The body of _collect, inlined: this loop runs for every message, and a
+            # call would cost about as much as the rest of it.
             for key, by_value in by_key.items():
                 value = msg.get(key, _MISSING)
                 if value is _MISSING:
