@@ -17,12 +17,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
-__all__ = ["MASK", "RedactingLogger", "Redactor", "header_items", "redact_url"]
+__all__ = ["MASK", "RedactingLogger", "Redactor", "header_items", "redact_tokens", "redact_url"]
 
 MASK = "***"
 
 # Path segments that look like tokens (Binance puts its listen key in the path).
-_TOKEN_SEGMENT = re.compile(r"^[A-Za-z0-9_\-.~=+]{32,}$")
+_TOKEN = r"[A-Za-z0-9_\-.~=+]{32,}"
+_TOKEN_SEGMENT = re.compile(f"^{_TOKEN}$")
+_TOKEN_ANYWHERE = re.compile(_TOKEN)
 # Header lines in logs keep their value only for these protocol headers; every other
 # header's value (API keys, tokens, cookies, ...) is blanked.
 _PLAIN_HEADERS = frozenset(
@@ -61,6 +63,21 @@ def _secret_parts(url: str) -> list[str]:
         found += [parts.password, unquote(parts.password)]
     found += [seg for seg in parts.path.split("/") if _TOKEN_SEGMENT.match(seg)]
     return found
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with every token-like run (32+ URL-safe characters) replaced by ``***``.
+
+    For text from code rxws does not control, such as an exception raised while the
+    caller's own code opened a connection to a URL rxws never saw.
+
+    Args:
+        text: Any text.
+
+    Returns:
+        The redacted text.
+    """
+    return _TOKEN_ANYWHERE.sub(MASK, text)
 
 
 def redact_url(url: str) -> str:

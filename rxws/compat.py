@@ -53,7 +53,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import re
 from abc import ABCMeta, abstractmethod
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
@@ -63,7 +62,7 @@ import reactivex
 from reactivex import abc
 from reactivex.disposable import Disposable
 
-from ._redact import MASK, Redactor
+from ._redact import Redactor, redact_tokens
 from .bridge import AsyncStream, Overflow
 from .client import WebSocketClient
 from .errors import ConnectionFailed, ParseError, StreamClosed
@@ -76,12 +75,9 @@ log = logging.getLogger("rxws.compat")
 
 Handler = Callable[[Any], Any]
 
-# Listen keys, tokens: long runs of URL-safe characters (Binance's keys are 60 long).
-_TOKEN = re.compile(r"[A-Za-z0-9_\-.~=+]{32,}")
-
-
 def _redact_tokens(text: str) -> str:
-    return Redactor()(_TOKEN.sub(MASK, text))
+    # Listen keys, tokens: long runs of URL-safe characters (Binance's keys are 60 long).
+    return Redactor()(redact_tokens(text))
 
 
 # ---------------------------------------------------------------------- streams
