@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 import reactivex
-from reactivex import abc
 from reactivex import operators as op
-from reactivex.disposable import Disposable
 from reactivex.subject import Subject
+from support import CountingSource
 
 import rxws
 from rxws.bridge import AsyncStream, from_async_iterable, to_async_iterable
@@ -41,30 +40,6 @@ def waiting(stream: AsyncStream[Any]) -> bool:
     """Whether a consumer is parked in the stream's ``__anext__``."""
     waiter = stream._sink.waiter
     return waiter is not None and not waiter.done()
-
-
-class Tracked:
-    """A cold source whose subscriptions are recorded, with a Subject inside."""
-
-    def __init__(self) -> None:
-        self.subject: Subject[Any] = Subject()
-        self.subscribed = 0
-        self.disposed = 0
-
-    def observable(self) -> reactivex.Observable[Any]:
-        def subscribe(
-            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            self.subscribed += 1
-            inner = self.subject.subscribe(observer)
-
-            def dispose() -> None:
-                self.disposed += 1
-                inner.dispose()
-
-            return Disposable(dispose)
-
-        return reactivex.create(subscribe)
 
 
 # ---------------------------------------------------------------------- arguments
@@ -197,8 +172,8 @@ async def test_a_burst_far_beyond_the_old_limit_reaches_the_consumer_whole() -> 
 
 
 async def test_overflow_error_raises_after_the_buffered_items_and_unsubscribes() -> None:
-    source = Tracked()
-    stream = source.observable().pipe(to_async_iterable(maxsize=3, overflow="error"))
+    source = CountingSource()
+    stream = source.observable.pipe(to_async_iterable(maxsize=3, overflow="error"))
     for i in range(5):
         source.subject.on_next(i)
     assert len(stream) == 3
@@ -325,8 +300,8 @@ async def test_a_real_connection_error_is_raised_from_the_iterator() -> None:
 
 
 async def test_close_from_another_task_ends_a_waiting_consumer() -> None:
-    source = Tracked()
-    stream = source.observable().pipe(to_async_iterable())
+    source = CountingSource()
+    stream = source.observable.pipe(to_async_iterable())
     consumer = asyncio.create_task(collect(stream))
     source.subject.on_next("a")
     await wait_until(lambda: waiting(stream))
@@ -346,8 +321,8 @@ async def test_aclose_from_another_task_ends_a_waiting_consumer() -> None:
 
 
 async def test_close_drops_the_buffer_and_disposes_the_upstream() -> None:
-    source = Tracked()
-    stream = source.observable().pipe(to_async_iterable())
+    source = CountingSource()
+    stream = source.observable.pipe(to_async_iterable())
     assert source.subscribed == 1
     for i in range(5):
         source.subject.on_next(i)
@@ -361,8 +336,8 @@ async def test_close_drops_the_buffer_and_disposes_the_upstream() -> None:
 
 
 async def test_close_and_aclose_are_idempotent_and_close_is_awaitable() -> None:
-    source = Tracked()
-    stream = source.observable().pipe(to_async_iterable())
+    source = CountingSource()
+    stream = source.observable.pipe(to_async_iterable())
     result = stream.close()
     stream.close()
     await stream.aclose()
@@ -382,9 +357,9 @@ async def test_close_after_an_error_hides_the_pending_error() -> None:
 
 
 async def test_async_with_closes_on_exit_even_on_error() -> None:
-    source = Tracked()
+    source = CountingSource()
     with pytest.raises(KeyError):
-        async with source.observable().pipe(to_async_iterable()) as stream:
+        async with source.observable.pipe(to_async_iterable()) as stream:
             source.subject.on_next(1)
             assert await stream.__anext__() == 1
             raise KeyError("consumer failed")
@@ -393,8 +368,8 @@ async def test_async_with_closes_on_exit_even_on_error() -> None:
 
 
 async def test_a_never_closed_stream_warns_and_lets_go_of_its_source() -> None:
-    source = Tracked()
-    stream = source.observable().pipe(to_async_iterable())
+    source = CountingSource()
+    stream = source.observable.pipe(to_async_iterable())
     source.subject.on_next(1)
     with pytest.warns(ResourceWarning, match="unclosed <AsyncStream"):
         del stream

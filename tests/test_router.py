@@ -18,6 +18,7 @@ from reactivex import Observable, abc
 from reactivex import operators as rx_ops
 from reactivex.disposable import Disposable
 from reactivex.subject import Subject
+from support import CountingSource
 
 import rxws
 from rxws.errors import SubscriberError
@@ -32,36 +33,6 @@ def reference(filters: Any, msg: Any) -> bool:
         isinstance(msg, Mapping)
         and any(all(k in msg and v == msg[k] for k, v in f.items()) for f in filters)
     )
-
-
-class CountingSource:
-    """A Subject behind ``reactivex.create`` that counts subscriptions and disposals."""
-
-    def __init__(self) -> None:
-        self.subject: Subject[Any] = Subject()
-        self.subscribed = 0
-        self.disposed = 0
-
-        def subscribe(
-            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            self.subscribed += 1
-            inner = self.subject.subscribe(observer)
-
-            def dispose() -> None:
-                self.disposed += 1
-                inner.dispose()
-
-            return Disposable(dispose)
-
-        self.observable: Observable[Any] = reactivex.create(subscribe)
-
-    @property
-    def active(self) -> int:
-        return self.subscribed - self.disposed
-
-    def push(self, msg: Any) -> None:
-        self.subject.on_next(msg)
 
 
 # --------------------------------------------------------------------------------------
