@@ -208,16 +208,22 @@ async def run_connect(base: str, n: int, timeout: float) -> dict[str, Any]:
     return throughput(n, tally.n, tally.first, tally.last)
 
 
-async def run_client(base: str, n: int, k: int, timeout: float) -> dict[str, Any]:
-    import rxws
-    from rxws.events import Disconnected
-
-    client = rxws.WebSocketClient(firehose_url(base, n, k), transport=TRANSPORT[0])
+def tally_streams(client: Any, k: int) -> tuple[list[Tally], list[Any]]:
+    """One ``client.stream([{"s": sym}])`` per symbol, each counted by its own Tally."""
     tallies = [Tally() for _ in range(k)]
     subs = [
         client.stream([{"s": sym}]).subscribe(tally)
         for sym, tally in zip(symbols(k), tallies, strict=True)
     ]
+    return tallies, subs
+
+
+async def run_client(base: str, n: int, k: int, timeout: float) -> dict[str, Any]:
+    import rxws
+    from rxws.events import Disconnected
+
+    client = rxws.WebSocketClient(firehose_url(base, n, k), transport=TRANSPORT[0])
+    tallies, subs = tally_streams(client, k)
     done = asyncio.Event()
     snapshot: list[tuple[int, float, float]] = []
 
@@ -558,11 +564,7 @@ async def run_mem_long(base: str, n: int, k: int, timeout: float) -> dict[str, A
     from rxws.events import Disconnected
 
     client = rxws.WebSocketClient(firehose_url(base, n, k), transport=TRANSPORT[0])
-    tallies = [Tally() for _ in range(k)]
-    subs = [
-        client.stream([{"s": sym}]).subscribe(tally)
-        for sym, tally in zip(symbols(k), tallies, strict=True)
-    ]
+    tallies, subs = tally_streams(client, k)
     done = asyncio.Event()
     snapshot: list[tuple[int, float, float]] = []
     samples: list[tuple[int, int]] = []  # (messages so far, rss bytes)
