@@ -41,7 +41,7 @@ from .codec import dump_json, parse_json
 from .errors import ConnectionLost, IdleTimeout, NotConnected, ParseError, StreamClosed
 from .events import Connected, Connecting, Disconnected, Event, Failed, Retrying, Rotated
 from .filters import Filters
-from .ops._idle import check_seconds
+from .ops._common import check_seconds
 from .router import Router
 from .source import OnOpen, UrlSource, connect, connection_is_open, describe_url, send_on
 
@@ -322,6 +322,13 @@ class _Core:
     def on_fatal(self, error: Exception) -> None:
         self.failed = error
         log.error("%s gave up: %s", self.shown, error)
+        # Connections the ending feed let go of are still closing: report them now, so
+        # that ``Failed`` is the last event.
+        for attempt in self.attempts:
+            attempt.ready = False
+            if not attempt.reported and not attempt.ended:
+                attempt.reported = True
+                self.emit(Disconnected("closed by the subscriber"))
         self.emit(Failed(error))
         self.changed.set()
 
@@ -393,8 +400,11 @@ class WebSocketClient:
             (make-before-break).
         rotate_when: Replace the connection each time this Observable emits, or each
             time this async callable (called once per connection) returns.
-        dedupe: ``msg -> hashable id``; with rotation, nothing is lost or repeated
-            across a switch (only used with ``rotate_every`` or ``rotate_when``).
+        dedupe: How a rotation tells copies apart (only used with ``rotate_every`` or
+            ``rotate_when``): ``msg -> hashable id`` (``None`` for messages without
+            one); ``None`` compares the messages themselves; ``False`` turns it off.
+            Either way, with matching on, nothing is lost or repeated across a switch
+            (see :func:`rxws.ops.rotate`).
         idle_timeout: Seconds without a message after which a connection is presumed
             dead and replaced.
         on_open: ``async (connection) -> None`` run on every new connection before
@@ -427,7 +437,7 @@ class WebSocketClient:
         backoff: Backoff | None = None,
         rotate_every: float | None = None,
         rotate_when: Observable[Any] | Callable[[], Awaitable[Any]] | None = None,
-        dedupe: Callable[[Any], Any] | None = None,
+        dedupe: Callable[[Any], Any] | bool | None = None,
         idle_timeout: float | None = None,
         on_open: OnOpen | None = None,
         max_attempts: int | None = None,
@@ -482,7 +492,9 @@ class WebSocketClient:
                     when=rotate_when,
                     dedupe=dedupe,
                     overlap_timeout=overlap_timeout,
+                    backoff=backoff,
                     on_event=core.emit,
+                    on_error=core.on_nonfatal,
                 )
             )
         feed = feed.pipe(

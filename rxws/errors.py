@@ -12,6 +12,7 @@ about it. URLs and header values in messages are always redacted.
     ├── ConnectionLost             an open connection ended abnormally (close code, reason)
     │   └── IdleTimeout            no message arrived for too long: the link is presumed dead
     ├── ReconnectExhausted         reconnecting gave up after ``max_attempts``
+    ├── RotationFailed             a rotation was abandoned; the old connection stays (non-fatal)
     ├── ParseError                 one frame could not be parsed (non-fatal, reported on ``errors``)
     ├── SubscriberError            a subscriber raised while handling a message (non-fatal)
     ├── StreamOverflow             an async stream's buffer filled up (``overflow="error"``)
@@ -35,6 +36,7 @@ __all__ = [
     "NotConnected",
     "ParseError",
     "ReconnectExhausted",
+    "RotationFailed",
     "RxwsError",
     "StreamClosed",
     "StreamOverflow",
@@ -163,6 +165,28 @@ class ReconnectExhausted(RxwsError):
             "raise max_attempts or fix the cause"
         )
         self.__cause__ = last_error
+
+
+class RotationFailed(RxwsError):
+    """A rotation was abandoned; the connection it would have replaced stays.
+
+    Non-fatal: reported on ``client.errors`` (or ``rotate``'s ``on_error``), and the
+    rotation is tried again after a backoff delay.
+
+    Args:
+        reason: Why, in a few words (already redacted).
+        retry_in: Seconds until the next try, or ``None`` when none is scheduled.
+    """
+
+    def __init__(self, reason: str, retry_in: float | None) -> None:
+        self.reason = reason
+        self.retry_in = retry_in
+        then = (
+            f"trying again in {retry_in:.3g} s"
+            if retry_in is not None
+            else "the next rotation tries again"
+        )
+        super().__init__(f"rotation abandoned: {reason}; the current connection stays, {then}")
 
 
 class ParseError(RxwsError):

@@ -24,6 +24,7 @@ from reactivex import abc
 from reactivex.disposable import Disposable
 
 from ._redact import Redactor
+from ._signal import OpenSignal, claim_open_signal
 from ._transport import Link, Transport, connection_is_open, get_transport, send_on
 from .codec import parse_json
 from .errors import ConnectionFailed, ParseError, RxwsError
@@ -97,6 +98,7 @@ class _Session:
         on_event: Callable[[Event], None] | None,
         on_error: Callable[[Exception], None] | None,
         observer: abc.ObserverBase[Any],
+        opened: OpenSignal | None = None,
     ) -> None:
         self.url = url
         self.transport = transport
@@ -107,6 +109,7 @@ class _Session:
         self.on_event = on_event
         self.on_error = on_error
         self.observer = observer
+        self.opened = opened  # fired once open and past on_open (rxws.ops.rotate waits on it)
         self.link: Link | None = None
         self.shown = redactor.url(url) if isinstance(url, str) else ""
         self.failed_in_burst = 0
@@ -197,6 +200,8 @@ class _Session:
                         "fix what on_open does (reconnect retries this)",
                     ) from exc
             log.debug("connected to %s", self.shown)
+            if self.opened is not None:
+                self.opened.fire()
             self._event(Connected(self.shown))
             await link.run(self._frame_handler())
         except asyncio.CancelledError:
@@ -294,7 +299,16 @@ def connect(
                 "(for example in an async def run by asyncio.run)"
             ) from None
         session = _Session(
-            url, chosen, options, redactor, parse, on_open, on_event, on_error, observer
+            url,
+            chosen,
+            options,
+            redactor,
+            parse,
+            on_open,
+            on_event,
+            on_error,
+            observer,
+            claim_open_signal(),
         )
         task = loop.create_task(session.run(), name=f"rxws.connect {session.shown}")
         _TASKS.add(task)

@@ -25,15 +25,17 @@ An error that ``retryable`` refuses (e.g. ``HandshakeRejected`` 401) passes on a
 once; ``max_attempts`` failures in a row end with ``ReconnectExhausted``; the count of
 failures resets when a subscription stayed up ``backoff.reset_after`` seconds.
 
-**rotate** -- make-before-break: on a trigger (``every`` seconds, or ``when``), a
-second subscription (the candidate) comes up beside the first (the primary)::
+**rotate** -- make-before-break, exactly once: on a trigger (``every`` seconds, or
+``when``), a second subscription (the candidate) comes up beside the first (the
+primary); both deliver, each message once, and the primary goes once it caught up::
 
-    trigger:   --------T----------------------
-    primary:   ^-1-2-3-4---5---6!                 lags; disposed at 6, which the candidate has
-    candidate:         ^-6-7-8-------9---10--     6, 7, 8 held back meanwhile
-    output:    --1-2-3-4---5---6(78)-9---10--     with dedupe: no gap, no repeat, in order
+    trigger:    ------T--------------------------
+    primary:    ^-1-2-3-4---5---6---7!              let go once it has caught up
+    candidate:        ^---o-5-6-7-8---9-           o: open (past on_open)
+    output:     --1-2-3-4---5-6-7-8---9-           each message once, first copy wins
 
-Without ``dedupe`` the candidate takes over with its first message.
+A message's identity is ``dedupe(message)``, else the message itself; a copy of what
+the other subscription delivered and nothing matched yet is dropped.
 
 **idle_timeout** -- error with ``IdleTimeout`` when nothing arrives for ``seconds``::
 

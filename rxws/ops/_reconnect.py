@@ -13,7 +13,7 @@ from reactivex.disposable import SerialDisposable, SingleAssignmentDisposable
 from ..backoff import Backoff
 from ..errors import ConnectionLost, ReconnectExhausted, is_retryable
 from ..events import Event, Retrying
-from ._idle import resolve_scheduler
+from ._common import emit_event, resolve_scheduler
 
 __all__ = ["OnComplete", "reconnect"]
 
@@ -23,16 +23,6 @@ log = logging.getLogger("rxws.ops")
 
 OnComplete = Literal["reconnect", "complete"]
 """What :func:`reconnect` does when the source completes."""
-
-
-def emit_event(on_event: Callable[[Event], None] | None, event: Event) -> None:
-    """Hand ``event`` to ``on_event``; a callback that raises is logged, never fatal."""
-    if on_event is None:
-        return
-    try:
-        on_event(event)
-    except Exception:
-        log.exception("an on_event callback raised on %r; ignored", event)
 
 
 _DEFAULT_BACKOFF = Backoff()

@@ -1,18 +1,61 @@
-"""``rotate``: make-before-break replacement of the live subscription.
+"""``rotate``: make-before-break replacement of the live subscription, exactly once.
 
 One subscription of the source is the *primary*: its messages go downstream. On a
 trigger (a timer, a signal Observable, or an async callable returning) the source is
-subscribed again: the *candidate*. The primary keeps delivering while the candidate
-comes up; then the candidate takes over and the primary is disposed (its connection
-closed). With ``dedupe``, ids seen on either side are remembered during this overlap
-only, so that nothing is lost or repeated across the switch.
+subscribed again: the *candidate*. While both are up (the *overlap*) both deliver, and
+each message goes downstream once, from whichever subscription has it first::
+
+    trigger:    ------T--------------------------
+    primary:    ^-1-2-3-4---5---6---7!              let go once it has caught up
+    candidate:        ^---o-5-6-7-8---9-           o: open (past on_open)
+    output:     --1-2-3-4---5-6-7-8---9-           5, 6, 7 from the candidate; the
+                                                   primary's copies are dropped
+
+The rules, in the order a newcomer needs them:
+
+- **Identity.** A message's identity is ``dedupe(message)`` when ``dedupe`` is given,
+  else the message itself (an equal message: an identical frame). ``dedupe`` may return
+  ``None``: such a message (an acknowledgement) is always delivered.
+- **Matching is count-based.** A message is dropped when the *other* subscription
+  already delivered one with the same identity that nothing has matched yet; each
+  delivery matches at most one later copy. A subscription's own repeated messages
+  (heartbeats) are never dropped for each other, and the order in which the two
+  subscriptions interleave their messages does not matter.
+- **Strict make-before-break.** The primary is let go only once the candidate is open:
+  a source that signals it (:func:`rxws.connect` does, once past ``on_open``) must have
+  signalled; any other source must have delivered something.
+- **When the primary is let go.** Once the two subscriptions are level: one of them
+  delivered two copies in a row of what the other had delivered (copies of identities
+  that do not repeat within a subscription: a heartbeat proves no position), and the
+  primary has matched everything the candidate delivered up to the furthest such copy.
+  Whatever the primary would still deliver, the candidate then delivers too. A
+  primary silent since the trigger (a private stream whose new connection gets other
+  messages, a stalled link) is let go as soon as the open candidate delivers.
+  Identities the primary delivered that the candidate has not yet are remembered for
+  ``overlap_timeout`` after the switch, so the candidate's late copies are dropped too.
+- **Timeouts.** ``overlap_timeout`` after the trigger the overlap ends either way: a
+  candidate that is not open, or that stayed silent while the primary spoke, is
+  abandoned (the primary stays; :class:`rxws.RotationFailed` is reported and the
+  rotation is tried again after a ``backoff`` delay); otherwise it takes over.
+
+The mode of one subscription moves ``NORMAL -> OVERLAP -> SETTLING -> NORMAL`` (or back
+from ``OVERLAP`` to ``NORMAL`` when a candidate is abandoned), and ends in ``DONE``.
+``SETTLING`` is ``NORMAL`` while the memory of an old primary's deliveries is kept; a
+rotation may start during it (the memory then filters both new legs).
+
+Re-entrancy rule (the one rule every method here follows): anything that calls out
+(``observer.on_next``, an ``on_event``/``on_error`` callback, ``dedupe``) may dispose
+this subscription or start a rotation; after such a call, a method goes on only if the
+mode is still the one it was working in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import logging
+from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
@@ -25,11 +68,13 @@ from reactivex.disposable import (
     SingleAssignmentDisposable,
 )
 
+from .._signal import OpenSignal, listen_for_open
+from ..backoff import Backoff
+from ..errors import RotationFailed
 from ..events import Event, Rotated
-from ._idle import check_seconds, resolve_scheduler
-from ._reconnect import emit_event
+from ._common import check_seconds, emit_event, resolve_scheduler
 
-__all__ = ["When", "rotate"]
+__all__ = ["Dedupe", "When", "rotate"]
 
 _T = TypeVar("_T")
 
@@ -39,23 +84,119 @@ When = Observable[Any] | abc.ObservableBase[Any] | Callable[[], Any]
 """A rotation signal: an Observable (each item triggers one rotation), or an async
 callable called for every new connection whose return means "rotate it now"."""
 
-# Modes of one rotate subscription.
-_NORMAL = 0  # one subscription, the primary, delivers
-_OVERLAP = 1  # a candidate is coming up; the primary still delivers
-_SWITCHING = 2  # the candidate is taking over (flushing what it buffered)
-_CATCHUP = 3  # the former candidate delivers, skipping ids the old primary delivered
-_DONE = 4  # terminated or disposed
+Dedupe = Callable[[Any], Hashable | None]
+"""``message -> identity`` (``None``: the message has none and is always delivered)."""
 
-_NOTHING: Any = object()
+_DEFAULT_BACKOFF = Backoff()
+
+# Copies in a row (of identities that do not repeat) that show the two legs are level.
+_EVIDENCE = 2
+
+
+class _Mode(enum.Enum):
+    NORMAL = "normal"  # one subscription, the primary, delivers
+    OVERLAP = "overlap"  # a candidate is up beside the primary; both deliver, each once
+    SETTLING = "settling"  # one leg, but old primaries' deliveries are still remembered
+    DONE = "done"  # terminated or disposed
+
+
+class _ReprKey:
+    """The identity of an unhashable message (a parsed JSON object): its ``repr``."""
+
+    __slots__ = ("hash", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.hash = hash(text)
+
+    def __hash__(self) -> int:
+        return self.hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ReprKey) and other.text == self.text
 
 
 class _Leg:
-    """One subscription of the source."""
+    """One subscription of the source, and what it delivered during an overlap.
 
-    __slots__ = ("disposable",)
+    ``pending`` maps an identity to the positions (in this leg's delivery order) of its
+    deliveries that the other leg has not matched yet, oldest first. ``resolved`` marks
+    each position matched by the other leg, or proving nothing (its identity repeats);
+    ``head`` is the length of the all-resolved prefix. ``frontier`` is the furthest
+    position the other leg matched with an identity that does not repeat: the other
+    leg has caught up with this one when every delivery up to there is resolved.
+    ``seen`` holds the identities this leg received during the overlap and ``streak``
+    how many of its latest messages in a row were copies the other leg had delivered.
+    """
+
+    __slots__ = (
+        "disposable",
+        "frontier",
+        "head",
+        "pending",
+        "ready",
+        "resolved",
+        "seen",
+        "signals",
+        "spoke",
+        "streak",
+    )
 
     def __init__(self) -> None:
         self.disposable = SingleAssignmentDisposable()
+        self.ready = False  # open (signalled, or first item for a source that cannot)
+        self.signals = False  # its source fires the open signal
+        self.spoke = False  # delivered anything during the overlap
+        self.forget()
+
+    def forget(self) -> None:
+        self.pending: dict[Hashable, deque[int]] = {}
+        self.resolved: list[bool] = []
+        self.head = 0
+        self.frontier = -1
+        self.seen: set[Hashable] = set()
+        self.streak = 0
+
+    def _advance(self) -> None:
+        resolved, head = self.resolved, self.head
+        while head < len(resolved) and resolved[head]:
+            head += 1
+        self.head = head
+
+    def delivered(self, ident: Hashable, repeats: bool) -> None:
+        """Record a delivery that the other leg has not made (yet)."""
+        position = len(self.resolved)
+        self.resolved.append(repeats)
+        queue = self.pending.get(ident)
+        if queue is None:
+            self.pending[ident] = deque((position,))
+        else:
+            queue.append(position)
+        self._advance()
+
+    def take(self, ident: Hashable, evidence: bool) -> bool:
+        """Match one unmatched delivery of ``ident``; ``False`` if there is none."""
+        queue = self.pending.get(ident)
+        if not queue:
+            return False
+        position = queue.popleft()
+        if not queue:
+            del self.pending[ident]
+        self.resolved[position] = True
+        if evidence and position > self.frontier:
+            self.frontier = position
+        self._advance()
+        return True
+
+    def blur(self, ident: Hashable) -> None:
+        """``ident`` turned out to repeat: its deliveries prove no position."""
+        for position in self.pending.get(ident, ()):
+            self.resolved[position] = True
+        self._advance()
+
+    def caught_up(self) -> bool:
+        """Whether the other leg matched everything up to its furthest evidence."""
+        return self.head > self.frontier
 
 
 class _Rotation(Generic[_T]):
@@ -68,18 +209,23 @@ class _Rotation(Generic[_T]):
         scheduler: abc.SchedulerBase | None,
         every: float | None,
         when: When | None,
-        dedupe: Callable[[_T], Hashable | None] | None,
+        dedupe: Dedupe | bool | None,
         overlap_timeout: float,
+        backoff: Backoff,
         on_event: Callable[[Event], None] | None,
+        on_error: Callable[[Exception], None] | None,
     ) -> None:
         self.source = source
         self.observer = observer
         self.given_scheduler = scheduler
         self.scheduler = resolve_scheduler(scheduler).scheduler
         self.every = every
-        self.dedupe = dedupe
+        self.track = dedupe is not False
+        self.dedupe: Dedupe | None = None if isinstance(dedupe, bool) else dedupe
         self.overlap_timeout = overlap_timeout
+        self.backoff = backoff
         self.on_event = on_event
+        self.on_error = on_error
         self.when_callable: Callable[[], Any] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         if when is not None and not isinstance(when, abc.ObservableBase):
@@ -92,59 +238,52 @@ class _Rotation(Generic[_T]):
                     "subscribe from inside a running asyncio loop"
                 ) from None
 
-        self.mode = _NORMAL
+        self.mode = _Mode.NORMAL
         self.primary: _Leg | None = None
         self.candidate: _Leg | None = None
-        # The primary is a connection the when-callable has not been asked about yet.
-        self.fresh_primary = True
-        # ``when`` asked for a rotation that has not happened yet: retried if the
-        # rotation under way is abandoned.
-        self.asked_by_when = False
-        self.last_msg: Any = _NOTHING  # the primary's last message (dedupe only)
-        # Overlap memory (dedupe only): ids the primary delivered, the last of them,
-        # and what the candidate sent meanwhile, in order.
-        self.primary_ids: set[Hashable] = set()
-        self.primary_last: Any = _NOTHING
-        self.buffered: list[tuple[Hashable | None, _T]] = []
-        self.buffered_ids: set[Hashable] = set()
-        # Whether the primary delivered anything during the overlap: a candidate that
-        # stays silent while the primary talks is broken; on a quiet feed it is not.
-        self.primary_spoke = False
+        self.ambiguous: set[Hashable] = set()  # identities a leg repeated this overlap
+        # Old primaries whose deliveries are remembered for overlap_timeout after their
+        # switch, each with the timer that forgets it.
+        self.memories: dict[_Leg, abc.DisposableBase] = {}
+        self.failures = 0  # rotations abandoned in a row (paces the retries)
+        self.when_failures = 0  # calls of the when-callable that raised in a row
+        self.dedupe_failed = False  # reported once per overlap
 
         self.legs = CompositeDisposable()
-        self.every_timer = SerialDisposable()
-        self.retry_timer = SerialDisposable()
-        self.overlap_timer = SerialDisposable()
+        self.next_timer = SerialDisposable()  # ``every``, or the retry of an abandoned one
+        self.overlap_timer = SerialDisposable()  # ends an overlap
         self.when_subscription = SingleAssignmentDisposable()
         self.when_task: asyncio.Task[Any] | None = None
+        self.when_retry = SerialDisposable()
         self.disposable = CompositeDisposable(
             Disposable(self._mark_done),
             self.legs,
-            self.every_timer,
-            self.retry_timer,
+            self.next_timer,
             self.overlap_timer,
             self.when_subscription,
+            self.when_retry,
             Disposable(self._cancel_when_task),
         )
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, when: When | None) -> abc.DisposableBase:
-        self.primary = leg = _Leg()
-        self._connect(leg)
-        if self.mode == _DONE:
+        self.primary = self._subscribe_leg(signal=False)
+        if self.mode is _Mode.DONE:
             return self.disposable
         if isinstance(when, abc.ObservableBase):
             self.when_subscription.disposable = when.subscribe(
                 self._on_signal, self._on_signal_error, scheduler=self.given_scheduler
             )
-        if self.mode == _NORMAL:
-            self._enter_normal()
+        if self.mode is _Mode.NORMAL:
+            self._established()
         return self.disposable
 
     def _mark_done(self) -> None:
-        self.mode = _DONE
-        self._forget()
+        self.mode = _Mode.DONE
+        for timer in self.memories.values():
+            timer.dispose()
+        self.memories = {}
 
     def _cancel_when_task(self) -> None:
         task, self.when_task = self.when_task, None
@@ -153,7 +292,7 @@ class _Rotation(Generic[_T]):
 
     def _finish(self, error: Exception | None) -> None:
         """Pass a termination on and let go of everything."""
-        if self.mode == _DONE:
+        if self.mode is _Mode.DONE:
             return
         self.disposable.dispose()
         if error is None:
@@ -161,17 +300,22 @@ class _Rotation(Generic[_T]):
         else:
             self.observer.on_error(error)
 
-    def _connect(self, leg: _Leg) -> None:
-        """Subscribe ``leg`` (already the primary or the candidate) to the source."""
+    def _report(self, error: Exception) -> None:
+        if self.on_error is not None:
+            try:
+                self.on_error(error)
+            except Exception:
+                log.exception("rotate's on_error callback raised; ignored")
+
+    def _subscribe_leg(self, *, signal: bool) -> _Leg:
+        """Subscribe the source once more; with ``signal``, listen for its opening."""
+        leg = _Leg()
         self.legs.add(leg.disposable)
         observer = self.observer
 
         def on_next(msg: _T) -> None:
-            if leg is self.primary and self.mode == _NORMAL:
-                # The hot path: one subscription, nothing to compare.
-                if self.dedupe is not None:
-                    self.last_msg = msg
-                observer.on_next(msg)
+            if leg is self.primary and self.mode is _Mode.NORMAL:
+                observer.on_next(msg)  # the hot path: one subscription, nothing to compare
             else:
                 self._on_leg_next(leg, msg)
 
@@ -181,39 +325,37 @@ class _Rotation(Generic[_T]):
         def on_completed() -> None:
             self._on_leg_end(leg, None)
 
-        leg.disposable.disposable = self.source.subscribe(
-            on_next, on_error, on_completed, scheduler=self.given_scheduler
-        )
+        opened = OpenSignal(lambda: self._on_open(leg)) if signal else None
+        with listen_for_open(opened):
+            leg.disposable.disposable = self.source.subscribe(
+                on_next, on_error, on_completed, scheduler=self.given_scheduler
+            )
+        # A source that did not claim the signal cannot tell: its first item will.
+        leg.signals = opened is not None and opened.claimed
+        leg.ready = not signal
+        return leg
 
     def _drop_leg(self, leg: _Leg | None) -> None:
         if leg is not None:
             self.legs.remove(leg.disposable)
 
+    def _established(self) -> None:
+        """A primary took over (or the first one came up): wait for the next trigger."""
+        if self.every is not None:
+            self.next_timer.disposable = self.scheduler.schedule_relative(
+                self.every, self._on_timer
+            )
+        if self.when_callable is not None:
+            self.when_failures = 0
+            self._start_when_task()
+
     # ------------------------------------------------------------------ triggers
 
-    def _enter_normal(self) -> None:
-        """One subscription again: forget the overlap, wait for the next trigger."""
-        self.mode = _NORMAL
-        self.asked_by_when = False
-        self._forget()
-        self.overlap_timer.disposable = Disposable()
-        if self.every is not None:
-            self.every_timer.disposable = self.scheduler.schedule_relative(
-                self.every, self._on_every
-            )
-        if self.fresh_primary:
-            self.fresh_primary = False
-            if self.when_callable is not None:
-                self._start_when_task()
-
-    def _on_every(self, _: abc.SchedulerBase, __: Any = None) -> None:
-        self._trigger("every")
-
-    def _on_retry(self, _: abc.SchedulerBase, __: Any = None) -> None:
-        self._trigger("when")
+    def _on_timer(self, _: abc.SchedulerBase, __: Any = None) -> None:
+        self._trigger()
 
     def _on_signal(self, _: Any) -> None:
-        self._trigger("when")
+        self._trigger()
 
     def _on_signal_error(self, error: Exception) -> None:
         log.error("the rotate(when=...) Observable failed; ending the stream: %s", error)
@@ -233,211 +375,229 @@ class _Rotation(Generic[_T]):
             return
         self.when_task = None
         error = task.exception()
-        if error is not None:
-            log.warning("rotate(when=...) raised %s: %s; rotating now", type(error).__name__, error)
-        self._trigger("when")
-
-    def _trigger(self, what: str) -> None:
-        if self.mode != _NORMAL:
-            log.debug("rotate: %s fired while a rotation is under way", what)
-            if what == "when" and self.mode == _OVERLAP:
-                self.asked_by_when = True
+        if error is None:
+            self._trigger()
             return
-        log.debug("rotate: %s fired; subscribing a new connection", what)
-        self.asked_by_when = what == "when"
-        self.every_timer.disposable = Disposable()
-        self.retry_timer.disposable = Disposable()
-        self.mode = _OVERLAP
-        self.primary_spoke = False
-        if self.dedupe is not None and self.last_msg is not _NOTHING:
-            # Count the primary's last message as delivered during the overlap, for a
-            # server that repeats its latest message to a new connection.
-            last = self._id_of(self.last_msg)
-            if self.mode != _OVERLAP:
-                return
-            if last is not None:
-                self.primary_ids.add(last)
-                self.primary_last = last
+        self.when_failures += 1
+        delay = self.backoff.delay(self.when_failures)
+        log.warning(
+            "rotate(when=...) raised %s: %s; asking it again in %.3g s",
+            type(error).__name__,
+            error,
+            delay,
+        )
+        self._report(error if isinstance(error, Exception) else RuntimeError(str(error)))
+        if self.mode is _Mode.DONE:
+            return
+        self.when_retry.disposable = self.scheduler.schedule_relative(
+            delay, lambda *_: self._start_when_task()
+        )
+
+    def _trigger(self) -> None:
+        mode = self.mode
+        if mode is not _Mode.NORMAL and mode is not _Mode.SETTLING:
+            log.debug("rotate: a trigger fired while a rotation is under way; covered by it")
+            return
+        log.debug("rotate: subscribing a new connection")
+        self.next_timer.disposable = Disposable()
+        self.mode = _Mode.OVERLAP
+        self.ambiguous = set()
+        self.dedupe_failed = False
+        primary = self.primary
+        assert primary is not None
+        primary.spoke = False
+        primary.forget()
         self.overlap_timer.disposable = self.scheduler.schedule_relative(
             self.overlap_timeout, self._on_overlap_timeout
         )
-        self.candidate = leg = _Leg()
-        self._connect(leg)
+        self.candidate = self._subscribe_leg(signal=True)
 
     # ------------------------------------------------------------------ overlap
 
-    def _id_of(self, msg: _T) -> Hashable | None:
-        assert self.dedupe is not None
+    def _identity(self, msg: _T) -> Hashable | None:
+        dedupe = self.dedupe
         try:
-            return self.dedupe(msg)
-        except Exception as exc:
-            log.error(
-                "rotate(dedupe=...) raised %s on a message during a rotation; ending the "
-                "stream (return None for messages that carry no id)",
-                type(exc).__name__,
+            if dedupe is None:
+                ident: Any = msg
+            else:
+                ident = dedupe(msg)
+                if ident is None:
+                    return None
+            hash(ident)
+            return ident  # type: ignore[no-any-return]
+        except TypeError:
+            if dedupe is None:
+                return _ReprKey(repr(msg))
+            error: Exception = TypeError(
+                f"rotate(dedupe=...) returned an unhashable {type(ident).__name__}; "
+                "return a hashable id (an int, a str, a tuple) or None"
             )
-            self._finish(exc)
-            return None
+        except Exception as exc:
+            error = exc
+        if not self.dedupe_failed:
+            self.dedupe_failed = True
+            log.warning(
+                "rotate(dedupe=...) raised %s on a message during a rotation; such messages "
+                "are delivered as having no id (return None for messages without one)",
+                type(error).__name__,
+            )
+            self._report(error)
+        return None
 
-    def _forget(self) -> None:
-        self.primary_ids = set()
-        self.primary_last = _NOTHING
-        self.buffered = []
-        self.buffered_ids = set()
+    def _on_open(self, leg: _Leg) -> None:
+        if leg is self.candidate and self.mode is _Mode.OVERLAP:
+            leg.ready = True
+            self._switch_if_caught_up()
 
     def _on_leg_next(self, leg: _Leg, msg: _T) -> None:
         mode = self.mode
-        if leg is self.primary:
-            if mode == _OVERLAP:
-                self.primary_spoke = True
-                if self.dedupe is None:
-                    self.observer.on_next(msg)
-                else:
-                    self._primary_next_overlap(msg)
-            elif mode == _CATCHUP:
-                self._catchup_next(msg)
-            elif mode == _SWITCHING:
-                if self.dedupe is None:
-                    self.observer.on_next(msg)
-                else:
-                    # Re-entered while flushing: queue behind the flush to keep order.
-                    ident = self._id_of(msg)
-                    if self.mode == _SWITCHING:
-                        self.buffered.append((ident, msg))
-        elif leg is self.candidate and mode == _OVERLAP:
-            if self.dedupe is None:
-                self._switch(first=msg)
-            else:
-                self._candidate_next_overlap(msg)
+        if mode is _Mode.OVERLAP and (leg is self.primary or leg is self.candidate):
+            self._overlap_next(leg, msg)
+        elif mode is _Mode.SETTLING and leg is self.primary:
+            ident = self._identity(msg)
+            if self.mode is _Mode.SETTLING and (ident is None or not self._remembered(ident)):
+                self.observer.on_next(msg)
         # Anything else comes from a leg already let go of: ignore it.
 
-    def _primary_next_overlap(self, msg: _T) -> None:
-        ident = self._id_of(msg)
-        if self.mode != _OVERLAP:
+    def _overlap_next(self, leg: _Leg, msg: _T) -> None:
+        leg.spoke = True
+        if not leg.ready and not leg.signals:
+            leg.ready = True  # the first item of a source that cannot signal its opening
+        if not self.track:
+            self.observer.on_next(msg)
+        else:
+            ident = self._identity(msg)
+            if self.mode is not _Mode.OVERLAP:
+                return
+            if ident is None:
+                self.observer.on_next(msg)
+            elif not (self.memories and self._remembered(ident)):
+                self._match(leg, ident, msg)
+        if self.mode is _Mode.OVERLAP:
+            self._switch_if_caught_up()
+
+    def _match(self, leg: _Leg, ident: Hashable, msg: _T) -> None:
+        """Drop ``msg`` if the other leg delivered a copy not yet matched, else deliver it."""
+        primary, candidate = self.primary, self.candidate
+        assert primary is not None and candidate is not None
+        ambiguous = self.ambiguous
+        if ident not in leg.seen:
+            leg.seen.add(ident)
+        elif ident not in ambiguous:
+            # A leg's own repeat (a heartbeat): matching it says nothing about position.
+            ambiguous.add(ident)
+            primary.blur(ident)
+            candidate.blur(ident)
+        repeats = ident in ambiguous
+        other = candidate if leg is primary else primary
+        if other.take(ident, evidence=not repeats):
+            if not repeats:
+                leg.streak += 1
             return
-        self.last_msg = msg
-        if ident is not None:
-            self.primary_ids.add(ident)
-            self.primary_last = ident
+        if not repeats:
+            leg.streak = 0
+        leg.delivered(ident, repeats)
         self.observer.on_next(msg)
-        if ident is not None and ident in self.buffered_ids and self.mode == _OVERLAP:
-            # The primary reached where the candidate started: the candidate has it all.
-            self._switch()
 
-    def _candidate_next_overlap(self, msg: _T) -> None:
-        ident = self._id_of(msg)
-        if self.mode != _OVERLAP:
+    def _switch_if_caught_up(self) -> None:
+        candidate = self.candidate
+        assert candidate is not None
+        if not candidate.ready:
             return
-        if ident is not None and ident in self.primary_ids:
-            # The candidate is level with or behind the primary: switch now, skipping
-            # what the primary already delivered.
-            self._switch(catch_up=ident != self.primary_last)
+        if not self.track:
+            if candidate.spoke:
+                self._switch("the new connection delivered")
             return
-        self.buffered.append((ident, msg))
-        if ident is not None:
-            self.buffered_ids.add(ident)
+        primary = self.primary
+        assert primary is not None
+        if max(primary.streak, candidate.streak) >= _EVIDENCE and candidate.caught_up():
+            self._switch("the old connection caught up")
+        elif candidate.spoke and not primary.spoke:
+            # The old one said nothing since the trigger, all through the new one's
+            # handshake and first message: it has nothing in flight.
+            self._switch("the old connection has been silent since the rotation began")
 
-    def _catchup_next(self, msg: _T) -> None:
-        ident = self._id_of(msg)
-        if self.mode != _CATCHUP:
-            return
-        if ident is not None and ident in self.primary_ids:
-            if ident == self.primary_last:
-                log.debug("rotate: the new connection caught up")
-                self._enter_normal()
-            return
-        self.last_msg = msg
-        self.observer.on_next(msg)
+    def _remembered(self, ident: Hashable) -> bool:
+        """Whether an old primary delivered ``ident`` (that copy is then used up)."""
+        for old in self.memories:
+            if old.take(ident, evidence=False):
+                if not old.pending:
+                    self._forget(old)
+                return True
+        return False
 
-    def _switch(self, first: Any = _NOTHING, catch_up: bool = False) -> None:
-        """The candidate becomes the primary; the old primary is disposed."""
+    def _forget(self, old: _Leg) -> None:
+        timer = self.memories.pop(old, None)
+        if timer is not None:
+            timer.dispose()
+        if not self.memories and self.mode is _Mode.SETTLING:
+            self.mode = _Mode.NORMAL
+
+    def _switch(self, why: str) -> None:
+        """The candidate becomes the primary; the old primary is let go."""
         old, self.primary, self.candidate = self.primary, self.candidate, None
-        self.mode = _SWITCHING
-        self.fresh_primary = True
-        self._cancel_when_task()
+        assert old is not None and self.primary is not None
         self._drop_leg(old)
-        if first is not _NOTHING:
-            self.observer.on_next(first)
-        else:
-            delivered = self.primary_ids
-            for ident, msg in self.buffered:  # may grow while we deliver: see above
-                if self.mode != _SWITCHING:
-                    return
-                if ident is None or ident not in delivered:
-                    self.last_msg = msg
-                    self.observer.on_next(msg)
-        if self.mode != _SWITCHING:
-            return
-        log.info("rotate: a new connection took over; the old one is closed")
-        emit_event(self.on_event, Rotated())
-        if self.mode != _SWITCHING:
-            return
-        if catch_up and self.primary_ids:
-            # Keep the old primary's ids until the new one has passed them, or for
-            # overlap_timeout at most.
-            self.mode = _CATCHUP
-            self.buffered = []
-            self.buffered_ids = set()
-            self.overlap_timer.disposable = self.scheduler.schedule_relative(
-                self.overlap_timeout, self._on_overlap_timeout
+        self.failures = 0
+        self.primary.forget()
+        self.overlap_timer.disposable = Disposable()
+        for ident in self.ambiguous:  # repeats (heartbeats) are not worth dropping later
+            old.pending.pop(ident, None)
+        if self.track and old.pending:
+            self.memories[old] = self.scheduler.schedule_relative(
+                self.overlap_timeout, lambda *_: self._forget(old)
             )
-        else:
-            self._enter_normal()
+        self.mode = _Mode.SETTLING if self.memories else _Mode.NORMAL
+        log.info("rotate: a new connection took over (%s); the old one is closed", why)
+        emit_event(self.on_event, Rotated())
+        if self.mode is _Mode.DONE:
+            return
+        self._established()
 
     def _abandon(self, why: str) -> None:
-        """Let the candidate go and keep the primary."""
+        """Let the candidate go, keep the primary, and try again after a backoff delay."""
         leg, self.candidate = self.candidate, None
-        retry = self.asked_by_when
         self._drop_leg(leg)
-        if self.mode == _DONE:
+        if self.mode is _Mode.DONE:
             return
-        if retry:
-            log.warning(
-                "rotate: %s; keeping the current connection and trying again in %g s",
-                why,
-                self.overlap_timeout,
-            )
-        else:
-            log.warning("rotate: %s; keeping the current connection", why)
-        self._enter_normal()
-        if retry:
-            # ``when`` asked for a new connection and still wants one.
-            self.every_timer.disposable = Disposable()
-            self.retry_timer.disposable = self.scheduler.schedule_relative(
-                self.overlap_timeout, self._on_retry
-            )
+        self.mode = _Mode.SETTLING if self.memories else _Mode.NORMAL
+        self.overlap_timer.disposable = Disposable()
+        primary = self.primary
+        assert primary is not None
+        primary.forget()
+        self.failures += 1
+        delay = self.backoff.delay(self.failures)
+        log.warning(
+            "rotate: %s; keeping the current connection, trying again in %.3g s", why, delay
+        )
+        self.next_timer.disposable = self.scheduler.schedule_relative(delay, self._on_timer)
+        self._report(RotationFailed(why, delay))
 
     def _on_overlap_timeout(self, _: abc.SchedulerBase, __: Any = None) -> None:
-        if self.mode == _CATCHUP:
-            log.debug("rotate: overlap_timeout ended the catch-up")
-            self._enter_normal()
-        elif self.mode == _OVERLAP:
-            if self.buffered:
-                log.info(
-                    "rotate: the old connection did not catch up within %g s; switching",
-                    self.overlap_timeout,
-                )
-                self._switch()
-            elif not self.primary_spoke:
-                # A quiet feed (a user-data stream, say): neither side said anything,
-                # so nothing can be compared; the new connection is as good as the old.
-                log.info("rotate: quiet feed; switching after %g s", self.overlap_timeout)
-                self._switch()
-            else:
-                self._abandon(
-                    f"the new connection delivered nothing within {self.overlap_timeout:g} s"
-                )
+        if self.mode is not _Mode.OVERLAP:
+            return
+        candidate, primary = self.candidate, self.primary
+        assert candidate is not None and primary is not None
+        limit = f"{self.overlap_timeout:g} s"
+        if not candidate.ready:
+            self._abandon(f"the new connection did not open within {limit}")
+        elif primary.spoke and not candidate.spoke:
+            self._abandon(f"the new connection delivered nothing within {limit}")
+        elif not primary.spoke:
+            self._switch(f"nothing to compare within {limit}: a quiet feed or a stalled one")
+        else:
+            self._switch(f"the old connection did not catch up within {limit}")
 
     def _on_leg_end(self, leg: _Leg, error: Exception | None) -> None:
-        if self.mode == _DONE:
+        if self.mode is _Mode.DONE:
             return
         how = "completed" if error is None else f"failed: {error}"
         if leg is self.candidate:
             self._abandon(f"the new connection {how} during the rotation")
         elif leg is self.primary:
-            if self.mode == _OVERLAP and self.candidate is not None:
-                log.info("rotate: the old connection %s; switching to the new one now", how)
-                self._switch(catch_up=True)
+            if self.mode is _Mode.OVERLAP and self.candidate is not None:
+                self.candidate.ready = True  # the only connection left
+                self._switch(f"the old connection {how}")
             else:
                 self._finish(error)
 
@@ -457,56 +617,62 @@ async def _call_when(when: Callable[[], Any]) -> Any:
 def rotate(
     every: float | None = None,
     when: When | None = None,
-    dedupe: Callable[[Any], Hashable | None] | None = None,
+    dedupe: Dedupe | bool | None = None,
     overlap_timeout: float = 10.0,
     *,
+    backoff: Backoff | None = None,
     on_event: Callable[[Event], None] | None = None,
+    on_error: Callable[[Exception], None] | None = None,
 ) -> Callable[[Observable[_T]], Observable[_T]]:
-    """Replace the live subscription periodically or on a signal, make-before-break.
+    """Replace the live subscription periodically or on a signal: make-before-break, exactly once.
 
     On each trigger the source is subscribed again (for :func:`rxws.connect`: a new
-    connection opens) while the current subscription keeps delivering. Then:
+    connection opens) while the current subscription keeps delivering. During this
+    overlap both deliver, and each message goes downstream once::
 
-    - Without ``dedupe``, the new subscription takes over with its first message: that
-      message is delivered and the old subscription disposed. Messages in flight on
-      the old one are lost or repeated as the server's timing has it.
-    - With ``dedupe`` (``message -> hashable id``, e.g. a sequence number or trade id)
-      nothing is lost and nothing repeated, and order is kept. While both are up, the
-      old subscription keeps delivering and the new one's messages are held back. When
-      the old one delivers an id the new one already has, the new one's held-back
-      messages after it are delivered and the old one is disposed. When the new one
-      delivers an id the old one already delivered (it is behind), it takes over at
-      once and its messages already delivered are skipped until it reaches the old
-      one's last id. Ids are remembered only for the duration of an overlap, so memory
-      stays flat over days. ``dedupe`` may return ``None`` for messages without an id
-      (acknowledgements): those are never taken for duplicates. If it raises, the
-      stream ends with that error.
+        trigger:    ------T--------------------------
+        primary:    ^-1-2-3-4---5---6---7!              let go once it has caught up
+        candidate:        ^---o-5-6-7-8---9-           o: open (past on_open)
+        output:     --1-2-3-4---5-6-7-8---9-           each message once, first copy wins
 
-    After ``overlap_timeout`` seconds the overlap ends either way: a new subscription
-    that delivered nothing while the old one did is abandoned (the old one stays); on
-    a quiet feed, where neither delivered anything, the new one takes over; otherwise
-    it takes over and what it held back that was not delivered is flushed. If the new subscription
-    errors or completes during the overlap it is abandoned; if the old one does, the
-    new one takes over at once (and, with ``dedupe``, skips for up to
-    ``overlap_timeout`` the ids the old one already delivered). Outside an overlap,
-    errors and completions pass on: put :func:`rxws.ops.reconnect` after ``rotate``
-    to survive them.
+    A message is dropped when the other subscription already delivered one with the
+    same identity that no copy has matched yet (count-based: a subscription's own
+    repeated messages are never dropped; ids may interleave differently on the two
+    connections). The identity is ``dedupe(message)``, else the message itself.
 
-    Triggers that fire while a rotation is under way are covered by it. ``every``
-    counts from the last switch (or abandoned attempt). A rotation that ``when`` asked
-    for and that was abandoned is tried again ``overlap_timeout`` seconds later, until
-    one succeeds; the async callable is called once for each connection that takes
-    over (and for the first one).
+    The old subscription is let go only once the new one is open (for
+    :func:`rxws.connect`: past ``on_open``; for other sources: once it delivered
+    something) and the old one has caught up with it. Identities are remembered
+    only during the overlap and for ``overlap_timeout`` after it, so memory stays flat
+    over days. ``overlap_timeout`` after a trigger the overlap ends: a new subscription
+    that is not open, or that stayed silent while the old one spoke, is abandoned (the
+    old one stays; :class:`rxws.RotationFailed` goes to ``on_error`` and the rotation
+    is tried again after a ``backoff`` delay); otherwise the new one takes over.
+
+    If the new subscription errors or completes during the overlap it is abandoned;
+    if the old one does, the new one takes over at once. Outside an overlap, errors
+    and completions pass on: put :func:`rxws.ops.reconnect` after ``rotate`` to
+    survive them. Triggers that fire during a rotation are covered by it.
 
     Args:
         every: Rotate this many seconds after the last switch.
         when: An Observable whose every item triggers a rotation (its error ends the
             stream), or an async callable, called for every new connection, whose
-            return means "rotate now" (run as an asyncio task and cancelled on dispose;
-            if it raises, the error is logged and counts as a trigger).
-        dedupe: ``message -> id`` for lossless, duplicate-free switching.
-        overlap_timeout: The longest overlap, in seconds.
+            return means "rotate now" (run as an asyncio task and cancelled on
+            dispose). If it raises, the error goes to ``on_error`` and it is called
+            again after a ``backoff`` delay.
+        dedupe: ``message -> id`` (a sequence number, a trade id; ``None`` for a
+            message that has none, which is always delivered); ``None`` (the default)
+            takes the message itself as its identity; ``False`` turns matching off:
+            the new subscription takes over with its first message once open, and
+            messages in flight on the old one may be lost or repeated. If it raises,
+            the error goes to ``on_error`` and the message is delivered as having no id.
+        overlap_timeout: The longest overlap, in seconds, and how long identities are
+            remembered after it.
+        backoff: Paces the retries of abandoned rotations and of a failing ``when``.
         on_event: Called with :class:`rxws.events.Rotated` after each switch.
+        on_error: Called with each non-fatal error: :class:`rxws.RotationFailed`, an
+            exception ``when`` raised, an exception ``dedupe`` raised.
 
     Returns:
         An operator for ``Observable.pipe``.
@@ -529,19 +695,35 @@ def rotate(
         raise ValueError(
             f"rotate when= must be an Observable or an async callable, got {type(when).__name__}"
         )
-    if dedupe is not None and not callable(dedupe):
+    if dedupe is True or (
+        dedupe is not None and not isinstance(dedupe, bool) and not callable(dedupe)
+    ):
         raise ValueError(
-            f"rotate dedupe= must be a callable message -> id, got {type(dedupe).__name__}"
+            "rotate dedupe= must be a callable message -> id, None (the message itself) "
+            f"or False (off), got {dedupe!r}"
         )
-    if on_event is not None and not callable(on_event):
-        raise ValueError(f"rotate on_event= must be callable, got {type(on_event).__name__}")
+    if backoff is not None and not isinstance(backoff, Backoff):
+        raise ValueError(f"rotate backoff= must be an rxws.Backoff, got {type(backoff).__name__}")
+    for name, value in (("on_event", on_event), ("on_error", on_error)):
+        if value is not None and not callable(value):
+            raise ValueError(f"rotate {name}= must be callable, got {type(value).__name__}")
+    pacing = backoff if backoff is not None else _DEFAULT_BACKOFF
 
     def operator(source: Observable[_T]) -> Observable[_T]:
         def subscribe(
             observer: abc.ObserverBase[_T], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             state = _Rotation(
-                source, observer, scheduler, every_s, when, dedupe, timeout_s, on_event
+                source,
+                observer,
+                scheduler,
+                every_s,
+                when,
+                dedupe,
+                timeout_s,
+                pacing,
+                on_event,
+                on_error,
             )
             return state.start(when)
 
