@@ -6,7 +6,7 @@ indexed :class:`Router`, wrapped up in :class:`WebSocketClient`, and bridged to
 ``async for`` by :func:`to_async_iterable`.
 """
 
-from . import compat, errors, events, ops
+from . import compat, errors, events, ops, protocols
 from ._version import __version__
 from .backoff import Backoff
 from .bridge import AsyncStream, from_async_iterable, to_async_iterable
@@ -25,10 +25,12 @@ from .errors import (
     StreamClosed,
     StreamOverflow,
     SubscriberError,
+    SubscriptionRejected,
     TransportUnavailable,
     is_retryable,
 )
 from .filters import FilterIndex, matches
+from .limits import Limits, RateBudget
 from .router import Router
 from .source import connect
 
@@ -42,14 +44,17 @@ __all__ = [
     "FilterIndex",
     "HandshakeRejected",
     "IdleTimeout",
+    "Limits",
     "NotConnected",
     "ParseError",
+    "RateBudget",
     "ReconnectExhausted",
     "Router",
     "RxwsError",
     "StreamClosed",
     "StreamOverflow",
     "SubscriberError",
+    "SubscriptionRejected",
     "TransportUnavailable",
     "WebSocketClient",
     "__version__",
@@ -63,5 +68,6 @@ __all__ = [
     "matches",
     "ops",
     "parse_json",
+    "protocols",
     "to_async_iterable",
 ]
