@@ -17,7 +17,7 @@ from rxws.limits import Limits, RateBudget, Shards, TokenBucket
 
 
 def test_limits_keep_what_was_given_and_normalise_the_window() -> None:
-    limits = Limits(1024, 5, [300, 300], 86400)
+    limits = Limits(1024, 5, [300, 300], 86400)  # type: ignore[arg-type]  # lists work too
     assert limits.streams_per_connection == 1024
     assert limits.messages_per_second == 5
     assert limits.connections_per_window == (300, 300.0)
@@ -95,7 +95,7 @@ def test_bucket_allows_a_burst_then_paces_at_its_rate() -> None:
 
 def test_bucket_of_burst_one_never_passes_more_than_rate_in_a_second() -> None:
     bucket = TokenBucket(rate=5)
-    now, times = 0.0, []
+    now, times = 0.0, list[float]()
     while len(times) < 50:
         now += bucket.delay(now)
         bucket.take(now)
@@ -120,7 +120,7 @@ def test_bucket_never_exceeds_its_rate_over_any_interval(
     rate: float, burst: int, gaps: list[float], wait: list[bool]
 ) -> None:
     bucket = TokenBucket(rate, burst)
-    now, taken = 0.0, []
+    now, taken = 0.0, list[float]()
     for gap, patient in zip(gaps, itertools.cycle(wait), strict=False):
         now += gap / rate
         delay = bucket.delay(now)
@@ -211,7 +211,7 @@ def test_sliding_window_never_admits_more_than_n_in_any_window(
     budget = RateBudget(*windows[0])
     for window in windows[1:]:
         budget.add_window(*window)
-    now, taken = 0.0, []
+    now, taken = 0.0, list[float]()
     for gap, patient in zip(gaps, itertools.cycle(wait), strict=False):
         now += gap
         delay = budget.delay(now)
