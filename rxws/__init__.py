@@ -6,7 +6,7 @@ indexed :class:`Router`, wrapped up in :class:`WebSocketClient`, and bridged to
 ``async for`` by :func:`to_async_iterable`.
 """
 
-from . import compat, errors, events, ops
+from . import compat, errors, events, ops, protocols
 from ._version import __version__
 from .backoff import Backoff
 from .bridge import AsyncStream, from_async_iterable, to_async_iterable
@@ -26,10 +26,12 @@ from .errors import (
     StreamClosed,
     StreamOverflow,
     SubscriberError,
+    SubscriptionRejected,
     TransportUnavailable,
     is_retryable,
 )
 from .filters import FilterIndex, matches
+from .limits import Limits, RateBudget
 from .router import Router
 from .source import connect
 
@@ -43,8 +45,10 @@ __all__ = [
     "FilterIndex",
     "HandshakeRejected",
     "IdleTimeout",
+    "Limits",
     "NotConnected",
     "ParseError",
+    "RateBudget",
     "ReconnectExhausted",
     "RotationFailed",
     "Router",
@@ -52,6 +56,7 @@ __all__ = [
     "StreamClosed",
     "StreamOverflow",
     "SubscriberError",
+    "SubscriptionRejected",
     "TransportUnavailable",
     "WebSocketClient",
     "__version__",
@@ -65,5 +70,6 @@ __all__ = [
     "matches",
     "ops",
     "parse_json",
+    "protocols",
     "to_async_iterable",
 ]

@@ -17,6 +17,7 @@ about it. URLs and header values in messages are always redacted.
     ├── SubscriberError            a subscriber raised while handling a message (non-fatal)
     ├── StreamOverflow             an async stream's buffer filled up (``overflow="error"``)
     ├── StreamClosed               an async stream or client was used after it was closed
+    ├── SubscriptionRejected       the server refused to subscribe a topic (ends that topic)
     ├── NotConnected               ``send`` found no open connection in time
     └── TransportUnavailable       the chosen transport is not installed
 
@@ -26,6 +27,10 @@ by default, except ``HandshakeRejected`` with a 4xx status other than 408 and 42
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ._redact import redact_tokens
 
 __all__ = [
     "CertificateError",
@@ -41,6 +46,7 @@ __all__ = [
     "StreamClosed",
     "StreamOverflow",
     "SubscriberError",
+    "SubscriptionRejected",
     "TransportUnavailable",
     "is_retryable",
 ]
@@ -263,6 +269,34 @@ class NotConnected(RxwsError):
         super().__init__(
             f"no open connection to send on after waiting {timeout:g} s; "
             "check client.status for why, or pass a longer timeout"
+        )
+
+
+class SubscriptionRejected(RxwsError):
+    """The server refused a subscribe request; the topics it named get no messages.
+
+    Token-like text (32 or more URL-safe characters, such as a listen key used as a
+    topic) is blanked in the message; ``topics`` keeps the names for the program.
+
+    Args:
+        topics: The topics of the rejected request.
+        message: What the server said, such as ``"code 2: Invalid request"``.
+    """
+
+    _SHOWN = 5
+
+    def __init__(self, topics: Sequence[str], message: str) -> None:
+        self.topics = tuple(topics)
+        self.message = redact_tokens(message)
+        shown = ", ".join(repr(t) for t in self.topics[: self._SHOWN])
+        more = len(self.topics) - self._SHOWN
+        if more > 0:
+            shown += f" and {more} more"
+        noun = "topic" if len(self.topics) == 1 else "topics"
+        super().__init__(
+            f"the server rejected the subscription of {noun} {redact_tokens(shown)}: "
+            f"{self.message}; check the topic names and the server's limits "
+            "(the other topics go on)"
         )
 
 

@@ -14,6 +14,26 @@ connection after it was sent that many trades; 0 closes right after the handshak
 :meth:`refuse` (answer the next handshakes with HTTP statuses), :meth:`stall` (stop
 sending trades but keep answering pings), :meth:`drop_all`, :meth:`abort_all`,
 :meth:`send_raw`, :meth:`send_raw_invalid_text` and :meth:`restart`.
+
+Limits, enforced the way Binance enforces them when ``limits`` (an
+:class:`rxws.Limits`) sets them, and off by default: ``streams_per_connection`` (a
+SUBSCRIBE that would pass it gets an error reply and subscribes nothing),
+``messages_per_second`` (incoming text, binary, ping and pong frames per connection in
+any one second; more closes the connection with 1008), ``connections_per_window``
+(handshakes, refused ones included; one more is answered with HTTP 429) and
+``connection_lifetime`` (the server closes the connection with 1001 when it is up).
+Each time a client breaks one, a :class:`Violation` is added to ``exchange.violations``,
+so a test can prove that a client never does.
+
+With ``combined=True`` the exchange is many-topic and Binance-like: any
+``<name>@trade`` is a topic, both endpoints send only what was subscribed (``/stream``
+also takes ``?streams=a@trade/b@trade``), ``/stream`` wraps each message as
+``{"stream": "<name>@trade", "data": {...}}`` and ``/ws`` sends the bare trade. Trades
+are made for the subscribed topics in turn, ``batch`` per tick (so the total rate is
+``batch / interval`` however many topics there are); each carries the global ``seq``
+and ``t``, the topic's own id, which counts 1, 2, 3, ... per topic, so a client can check
+every topic for gaps and repeats. A topic's ids advance only while some connection is
+subscribed to it.
 """
 
 from __future__ import annotations
@@ -23,35 +43,96 @@ import contextlib
 import json
 import logging
 import random
+import re
 import ssl as _ssl
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import Event
 
 from .._redact import RedactingLogger, Redactor
+from ..limits import Limits
 
-__all__ = ["DEFAULT_SYMBOLS", "DemoExchange"]
+__all__ = ["DEFAULT_SYMBOLS", "DemoExchange", "Violation"]
 
 _log = logging.getLogger("rxws.testing.exchange")
 
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
 
+# The frames Binance counts against its incoming-message limit.
+_COUNTED = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG})
+_TOPIC = re.compile(r"[^\s/@]+@trade")
+
+ViolationKind = Literal["streams", "messages", "connections", "lifetime"]
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One time a client broke a limit the exchange enforces.
+
+    Attributes:
+        kind: ``"streams"`` (a SUBSCRIBE past ``streams_per_connection``: error reply),
+            ``"messages"`` (more than ``messages_per_second`` frames in one second:
+            closed with 1008), ``"connections"`` (a handshake past
+            ``connections_per_window``: HTTP 429) or ``"lifetime"`` (the connection was
+            still open at ``connection_lifetime``: closed with 1001).
+        connection: The connection's number (its place among accepted connections), or
+            ``None`` for a handshake that was refused.
+        detail: What happened, in words.
+    """
+
+    kind: ViolationKind
+    connection: int | None
+    detail: str
+
+
+class _Connection(ServerConnection):
+    """A server connection that reports each incoming data, ping and pong frame."""
+
+    on_frame: Callable[[], None] | None = None
+
+    def process_event(self, event: Event) -> None:
+        if self.on_frame is not None and isinstance(event, Frame) and event.opcode in _COUNTED:
+            self.on_frame()
+        super().process_event(event)
+
 
 class _Client:
-    __slots__ = ("id", "path", "sent", "subscriptions", "ws")
+    __slots__ = (
+        "combined",
+        "expiry",
+        "id",
+        "incoming",
+        "path",
+        "sent",
+        "subscriptions",
+        "violated",
+        "ws",
+    )
 
-    def __init__(self, ws: ServerConnection, ident: int, path: str) -> None:
+    def __init__(self, ws: ServerConnection, ident: int, path: str, many_topics: bool) -> None:
         self.ws = ws
         self.id = ident
         self.path = path
         self.sent = 0
-        # None: every stream (the /stream endpoint); a set: only those streams (/ws).
-        self.subscriptions: set[str] | None = None if path.startswith("/stream") else set()
+        stream_path = path.startswith("/stream")
+        # Wrap messages as {"stream": ..., "data": ...}.
+        self.combined = many_topics and stream_path
+        # None: every stream (the /stream endpoint); a set: only those streams.
+        self.subscriptions: set[str] | None = None if stream_path and not many_topics else set()
+        self.incoming: deque[float] = deque()  # times of recent incoming frames
+        self.expiry: asyncio.TimerHandle | None = None
+        self.violated = False  # broke the message limit: being closed
 
 
 class DemoExchange:
@@ -69,6 +150,8 @@ class DemoExchange:
         malformed_every: After every N trades, send a frame of broken JSON.
         ssl: An ``ssl.SSLContext`` to serve ``wss://``.
         start_seq: The sequence number of the first trade minus one.
+        combined: Many-topic, Binance-like mode (see the module's description).
+        limits: The limits to enforce (``None`` or unset fields: not enforced).
 
     Attributes:
         seq: The sequence number of the last trade sent.
@@ -77,6 +160,7 @@ class DemoExchange:
         received: Every message clients sent, as ``(connection id, parsed JSON or raw)``.
         request_headers: The request headers of each handshake, in order.
         request_paths: The request path (with query) of each handshake, in order.
+        violations: Every :class:`Violation` of ``limits`` by a client, in order.
     """
 
     def __init__(
@@ -93,9 +177,18 @@ class DemoExchange:
         malformed_every: int | None = None,
         ssl: _ssl.SSLContext | None = None,
         start_seq: int = 0,
+        combined: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("DemoExchange needs at least one symbol")
+        if limits is not None and not isinstance(limits, Limits):
+            raise TypeError(
+                f"DemoExchange limits must be an rxws.Limits, got {type(limits).__name__}"
+            )
+        self.combined = combined
+        self.limits = limits if limits is not None else Limits()
+        self.violations: list[Violation] = []
         self.symbols = tuple(symbols)
         self.interval = interval
         self.batch = batch
@@ -120,6 +213,13 @@ class DemoExchange:
         self._ticker: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._attempts: deque[float] = deque()  # recent handshake times
+        # combined mode: connections per topic, the topics' turn order, their last ids.
+        self._topic_refs: dict[str, int] = {}
+        self._turns: deque[str] = deque()
+        self._in_turns: set[str] = set()
+        self._topic_ids: dict[str, int] = {}
+        self._topic_prices: dict[str, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -150,6 +250,7 @@ class DemoExchange:
             ssl=self._ssl,
             compression=None,
             logger=RedactingLogger(_log, Redactor()),
+            create_connection=_Connection,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -209,6 +310,10 @@ class DemoExchange:
             None if c.subscriptions is None else set(c.subscriptions)
             for c in self._clients.values()
         ]
+
+    def topic_ids(self) -> dict[str, int]:
+        """The id of the last trade of each topic so far (combined mode)."""
+        return dict(self._topic_ids)
 
     # ------------------------------------------------------------------ faults
 
@@ -279,11 +384,42 @@ class DemoExchange:
 
     # ------------------------------------------------------------------ serving
 
+    def _violate(
+        self,
+        kind: ViolationKind,
+        connection: int | None,
+        detail: str,
+    ) -> None:
+        self.violations.append(Violation(kind, connection, detail))
+        _log.info("limit violation (%s) on connection %s: %s", kind, connection, detail)
+        self._notify()
+
+    def _over_attempt_limit(self) -> bool:
+        window = self.limits.connections_per_window
+        if window is None:
+            return False
+        attempts, seconds = window
+        now = time.monotonic()
+        recent = self._attempts
+        recent.append(now)
+        while recent[0] <= now - seconds:
+            recent.popleft()
+        if len(recent) <= attempts:
+            return False
+        self._violate(
+            "connections",
+            None,
+            f"{len(recent)} connection attempts within {seconds:g} s; the limit is {attempts}",
+        )
+        return True
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         self.handshakes += 1
         self.request_paths.append(request.path)
         self.request_headers.append(dict(request.headers.raw_items()))
         self._notify()
+        if self._over_attempt_limit():
+            return connection.respond(429, "Too many connection attempts\n")
         if self._refusals:
             status = self._refusals.popleft()
             return connection.respond(status, f"refused by DemoExchange with {status}\n")
@@ -293,21 +429,110 @@ class DemoExchange:
 
     async def _handle(self, ws: ServerConnection) -> None:
         self.accepted += 1
-        client = _Client(ws, self.accepted, ws.request.path if ws.request else "/stream")
+        path = ws.request.path if ws.request else "/stream"
+        client = _Client(ws, self.accepted, path, self.combined)
         if self.drop_after == 0:
             await ws.close(self.drop_code)
             self._notify()
             return
         self._clients[client.id] = client
+        if isinstance(ws, _Connection):
+            ws.on_frame = partial(self._on_frame, client)
+        lifetime = self.limits.connection_lifetime
+        if lifetime is not None:
+            loop = asyncio.get_running_loop()
+            client.expiry = loop.call_later(lifetime, self._expire, client, lifetime)
         self._notify()
         try:
+            preset = self._preset_streams(client)
+            if preset and (error := self._subscribe(client, preset)) is not None:
+                await ws.close(1008, error[:120])
             async for raw in ws:
                 self._on_client_message(client, raw)
         except ConnectionClosed:
             pass
         finally:
+            if client.expiry is not None:
+                client.expiry.cancel()
             self._clients.pop(client.id, None)
+            if client.subscriptions:
+                self._unsubscribe(client, list(client.subscriptions))
             self._notify()
+
+    def _preset_streams(self, client: _Client) -> list[str]:
+        """The streams named by ``?streams=a/b`` on a combined-mode ``/stream`` URL."""
+        if not client.combined:
+            return []
+        query = parse_qs(urlsplit(client.path).query)
+        return [s for value in query.get("streams", []) for s in value.split("/") if s]
+
+    def _on_frame(self, client: _Client) -> None:
+        limit = self.limits.messages_per_second
+        if limit is None or client.violated:
+            return
+        now = time.monotonic()
+        recent = client.incoming
+        recent.append(now)
+        while recent[0] <= now - 1.0:
+            recent.popleft()
+        if len(recent) > limit:
+            client.violated = True
+            self._violate(
+                "messages",
+                client.id,
+                f"{len(recent)} incoming messages within 1 s; the limit is {limit:g}",
+            )
+            self._spawn(client.ws.close(1008, "Too many requests"))
+
+    def _expire(self, client: _Client, lifetime: float) -> None:
+        client.expiry = None
+        if self._clients.get(client.id) is client:
+            self._violate(
+                "lifetime", client.id, f"still open at the connection lifetime of {lifetime:g} s"
+            )
+            self._spawn(client.ws.close(1001, "connection lifetime reached"))
+
+    def _subscribe(self, client: _Client, names: list[str]) -> str | None:
+        """Subscribe ``client`` to ``names``, all or none; the error message, or None."""
+        subs = client.subscriptions
+        if subs is None:
+            return None
+        if self.combined:
+            bad = [name for name in names if not _TOPIC.fullmatch(name)]
+            if bad:
+                return (
+                    f"Invalid request: {bad[0]!r} is not a stream name; "
+                    "DemoExchange streams are <name>@trade"
+                )
+        new = [name for name in dict.fromkeys(names) if name not in subs]
+        cap = self.limits.streams_per_connection
+        if cap is not None and len(subs) + len(new) > cap:
+            detail = (
+                f"{len(new)} more streams on top of {len(subs)} would pass the limit of "
+                f"{cap} per connection"
+            )
+            self._violate("streams", client.id, detail)
+            return f"Too many streams: {detail}"
+        subs.update(new)
+        if self.combined:
+            for name in new:
+                self._topic_refs[name] = self._topic_refs.get(name, 0) + 1
+                if name not in self._in_turns:
+                    self._in_turns.add(name)
+                    self._turns.append(name)
+        return None
+
+    def _unsubscribe(self, client: _Client, names: list[str]) -> None:
+        subs = client.subscriptions
+        if subs is None:
+            return
+        for name in names:
+            if name in subs:
+                subs.discard(name)
+                if self.combined:
+                    self._topic_refs[name] -= 1
+                    if not self._topic_refs[name]:
+                        del self._topic_refs[name]
 
     def _on_client_message(self, client: _Client, raw: str | bytes) -> None:
         try:
@@ -318,17 +543,19 @@ class DemoExchange:
             return
         self.received.append((client.id, msg))
         self._notify()
-        if not isinstance(msg, dict) or "method" not in msg:
+        if client.violated or not isinstance(msg, dict) or "method" not in msg:
             return
         method, params, ident = msg.get("method"), msg.get("params") or [], msg.get("id")
         subs = client.subscriptions
         if method == "SUBSCRIBE":
-            if subs is not None:
-                subs.update(str(p) for p in params)
-            reply: dict[str, Any] = {"result": None, "id": ident}
+            error = self._subscribe(client, [str(p) for p in params])
+            reply: dict[str, Any] = (
+                {"result": None, "id": ident}
+                if error is None
+                else {"error": {"code": 2, "msg": error}, "id": ident}
+            )
         elif method == "UNSUBSCRIBE":
-            if subs is not None:
-                subs.difference_update(str(p) for p in params)
+            self._unsubscribe(client, [str(p) for p in params])
             reply = {"result": None, "id": ident}
         elif method == "LIST_SUBSCRIPTIONS":
             reply = {"result": sorted(subs) if subs is not None else ["*"], "id": ident}
@@ -337,34 +564,74 @@ class DemoExchange:
         broadcast([client.ws], json.dumps(reply))
 
     async def _tick(self) -> None:
-        n_symbols = len(self.symbols)
         while True:
             await asyncio.sleep(self.interval)
             if self._stalled or not self._clients:
                 continue
-            for _ in range(self.batch):
-                self.seq += 1
-                symbol = self.symbols[self.seq % n_symbols]
-                price = self._prices[symbol] * (1 + self._rng.uniform(-0.001, 0.001))
-                self._prices[symbol] = price
-                trade = {
-                    "e": "trade",
-                    "E": int(time.time() * 1000),
-                    "s": symbol,
-                    "seq": self.seq,
-                    "p": round(price, 4),
-                    "q": round(self._rng.uniform(0.001, 2.0), 4),
-                }
-                self._publish(f"{symbol.lower()}@trade", json.dumps(trade))
+            if self.combined:
+                self._trade_topics()
+            else:
+                self._trade_symbols()
+
+    def _trade_symbols(self) -> None:
+        n_symbols = len(self.symbols)
+        for _ in range(self.batch):
+            self.seq += 1
+            symbol = self.symbols[self.seq % n_symbols]
+            price = self._prices[symbol] * (1 + self._rng.uniform(-0.001, 0.001))
+            self._prices[symbol] = price
+            trade = {
+                "e": "trade",
+                "E": int(time.time() * 1000),
+                "s": symbol,
+                "seq": self.seq,
+                "p": round(price, 4),
+                "q": round(self._rng.uniform(0.001, 2.0), 4),
+            }
+            self._publish(f"{symbol.lower()}@trade", json.dumps(trade))
+
+    def _next_topic(self) -> str | None:
+        """The subscribed topic whose turn it is; topics nobody holds leave the turns."""
+        turns = self._turns
+        while turns:
+            topic = turns.popleft()
+            if topic in self._topic_refs:
+                turns.append(topic)
+                return topic
+            self._in_turns.discard(topic)
+        return None
+
+    def _trade_topics(self) -> None:
+        stamp = int(time.time() * 1000)
+        for _ in range(self.batch):
+            topic = self._next_topic()
+            if topic is None:
+                return
+            self.seq += 1
+            ident = self._topic_ids.get(topic, 0) + 1
+            self._topic_ids[topic] = ident
+            price = self._topic_prices.get(topic, 100.0) * (1 + self._rng.uniform(-0.001, 0.001))
+            self._topic_prices[topic] = price
+            trade = {
+                "e": "trade",
+                "E": stamp,
+                "s": topic.partition("@")[0].upper(),
+                "t": ident,
+                "seq": self.seq,
+                "p": round(price, 4),
+                "q": round(self._rng.uniform(0.001, 2.0), 4),
+            }
+            self._publish(topic, json.dumps(trade))
 
     def _publish(self, stream: str, text: str) -> None:
-        targets = []
+        targets: list[ServerConnection] = []
+        wrapped_targets: list[ServerConnection] = []
         broken = []
         for client in list(self._clients.values()):
             subs = client.subscriptions
             if subs is not None and stream not in subs:
                 continue
-            targets.append(client.ws)
+            (wrapped_targets if client.combined else targets).append(client.ws)
             client.sent += 1
             if self.drop_after is not None and client.sent >= self.drop_after:
                 self._clients.pop(client.id, None)
@@ -372,6 +639,8 @@ class DemoExchange:
             elif self.malformed_every and client.sent % self.malformed_every == 0:
                 broken.append(client.ws)
         broadcast(targets, text)
+        if wrapped_targets:
+            broadcast(wrapped_targets, f'{{"stream":{json.dumps(stream)},"data":{text}}}')
         if broken:
             broadcast(broken, '{"e": "trade", broken')
 
