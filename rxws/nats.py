@@ -348,8 +348,8 @@ class PublishStats:
         published: Messages handed to NATS (republications not counted).
         acked: Messages JetStream acknowledged (``stream=`` only), duplicates included.
         duplicates: Acknowledgements that said the stream already had the message id.
-        republished: Messages published again, unacknowledged after NATS came back or
-            after ``ack_timeout``.
+        republished: Messages published again: unacknowledged when NATS came back or
+            after ``ack_timeout``, or answered "no responders" (a stream briefly away).
         dropped: Messages that could not be kept (a buffer full, the connection closed).
         errors: Messages skipped because they could not be published (a template naming
             a missing field, a bad subject, the server refusing them).

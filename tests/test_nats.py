@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import nats as nats_py
@@ -19,7 +21,7 @@ from nats.aio.client import Client
 from reactivex import operators as ops
 from reactivex.subject import Subject
 
-from rxws import WebSocketClient, nats
+from rxws import ParseError, WebSocketClient, nats
 from rxws.testing import DemoExchange, FaultProxy, NatsServer, Recorder
 
 pytestmark = pytest.mark.timeout(60)
@@ -560,3 +562,33 @@ async def test_a_stream_briefly_away_is_tried_again_before_a_message_is_skipped(
         await done.wait_done()
         assert not errors and publisher.stats.acked == 3
         assert sorted(m["seq"] for m in await stored(nc, "LATE", 3, "late.>")) == [0, 1, 2]
+
+
+async def test_a_payload_that_fails_to_parse_is_reported_and_the_subscription_goes_on() -> None:
+    async with nats_env() as (_, nc):
+        errors: list[Exception] = []
+        rec = Recorder()
+        sub = nats.subscribe(nc, "md.>", on_error=errors.append).subscribe(rec)
+        await subscribed(nc)
+        for payload in (b'{"seq":1}', b"not json", b'{"seq":2}'):
+            await nc.publish("md.A", payload)
+        await rec.wait_for_count(2)
+        assert rec.items == [{"seq": 1}, {"seq": 2}] and rec.error is None
+        assert len(errors) == 1 and isinstance(errors[0], ParseError)
+        sub.dispose()
+
+
+def test_the_relay_benchmark_runs_every_mode(tmp_path: Path) -> None:
+    out = tmp_path / "relay.json"
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "nats_relay.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--messages=2000", "--rounds=1", f"--json={out}"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    medians = json.loads(out.read_text())["medians"]
+    assert {"raw", "rxws", "raw-js", "rxws-js"} <= set(medians)
+    assert all(entry["e2e"] > 0 for entry in medians.values())
