@@ -11,6 +11,10 @@ A connection that opens, drops and comes back emits, in order::
 A rotation adds ``Connecting`` / ``Connected`` for the new connection, then
 ``Rotated`` once the old one is dropped. ``Failed`` is the last event of a feed that
 gave up (for example after ``ReconnectExhausted`` or a non-retryable rejection).
+
+Every event has a ``connection`` field: the index of the connection it concerns in a
+client that spreads topics over several connections (``subscriptions=``), else
+``None``.
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ class Connecting:
 
     Attributes:
         url: The redacted URL (empty when the URL comes from a callable not yet called).
+        connection: Which of a sharded client's connections (``None``: the only one).
     """
 
     url: str = ""
+    connection: int | None = None
 
 
 @dataclass(frozen=True)
@@ -45,9 +51,11 @@ class Connected:
 
     Attributes:
         url: The redacted URL.
+        connection: Which of a sharded client's connections (``None``: the only one).
     """
 
     url: str = ""
+    connection: int | None = None
 
 
 @dataclass(frozen=True)
@@ -57,10 +65,12 @@ class Disconnected:
     Attributes:
         reason: Why, in words (redacted): a close code and reason, or the error.
         error: The exception that ended it, or ``None`` for a normal close or a disposal.
+        connection: Which of a sharded client's connections (``None``: the only one).
     """
 
     reason: str
     error: BaseException | None = None
+    connection: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,15 +80,23 @@ class Retrying:
     Attributes:
         attempt: The number of the failed attempt in a row (1 for the first failure).
         delay: Seconds until the next attempt.
+        connection: Which of a sharded client's connections (``None``: the only one).
     """
 
     attempt: int
     delay: float
+    connection: int | None = None
 
 
 @dataclass(frozen=True)
 class Rotated:
-    """A new connection replaced the old one, which is now closed."""
+    """A new connection replaced the old one, which is now closed.
+
+    Attributes:
+        connection: Which of a sharded client's connections (``None``: the only one).
+    """
+
+    connection: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,9 +105,11 @@ class Failed:
 
     Attributes:
         error: The error that ended it.
+        connection: Which of a sharded client's connections (``None``: the whole feed).
     """
 
     error: BaseException
+    connection: int | None = None
 
 
 Event = Connecting | Connected | Disconnected | Retrying | Rotated | Failed

@@ -330,6 +330,23 @@ class DemoExchange:
         for client in list(self._clients.values()):
             await client.ws.close(code, reason)
 
+    async def drop(self, connection: int, code: int = 1011, reason: str = "") -> None:
+        """Close one open connection (by its number, as in :attr:`connections`)."""
+        client = self._clients.get(connection)
+        if client is None:
+            raise ValueError(
+                f"no open connection number {connection}; open: {sorted(self._clients)}"
+            )
+        await client.ws.close(code, reason)
+
+    @property
+    def connections(self) -> dict[int, int]:
+        """Each open connection's number and how many topics it has subscribed."""
+        return {
+            ident: len(client.subscriptions) if client.subscriptions is not None else -1
+            for ident, client in self._clients.items()
+        }
+
     def abort_all(self) -> None:
         """Break every open connection's TCP link without a close frame."""
         for client in list(self._clients.values()):
