@@ -295,6 +295,8 @@ if _picows is not None:
             subprotocol: str | None,
         ) -> None:
             self.on_frame: FrameHandler | None = None
+            # on_frame, or None while a fragmented message is being put together.
+            self.deliver: FrameHandler | None = None
             self.early: list[Any] = []  # frames that came before run() started
             # The fragments of the message being put together (None: not inside one);
             # the decoder of a text message.
@@ -328,6 +330,7 @@ if _picows is not None:
                 self._drop.cancel()
 
         def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            # The hot path: a whole text or binary frame, handed to ``deliver``.
             if transport.is_close_frame_sent and not self._came_before_error(frame):
                 if frame.msg_type is _CLOSE:
                     self._on_close(transport, frame)
@@ -336,39 +339,60 @@ if _picows is not None:
                 self._fail(transport, 1002, "reserved bits must be 0")
                 return
             kind = frame.msg_type
-            if kind is _TEXT and frame.fin and self.parts is None:
+            deliver = self.deliver
+            if kind is _TEXT and frame.fin and deliver is not None:
                 try:
                     payload: Any = frame.get_payload_as_utf8_text()
                 except UnicodeDecodeError:
                     self._fail(transport, 1007, "invalid UTF-8 in a text frame")
                     return
-            elif kind is _BINARY and frame.fin and self.parts is None:
+            elif kind is _BINARY and frame.fin and deliver is not None:
                 payload = frame.get_payload_as_bytes()
-            elif kind is _TEXT or kind is _BINARY or kind is _CONTINUATION:
+            else:
+                self._other_frame(transport, frame, kind)
+                return
+            try:
+                deliver(payload)
+            except BaseException as exc:
+                self._subscriber_failed(transport, exc)
+
+        def start(self, on_frame: FrameHandler) -> None:
+            """Hand the frames that came before over to ``on_frame``, then every next one."""
+            early, self.early = self.early, []
+            for payload in early:
+                on_frame(payload)
+            self.on_frame = on_frame
+            if self.parts is None:
+                self.deliver = on_frame
+
+        def _other_frame(self, transport: Any, frame: Any, kind: Any) -> None:
+            """Any frame but a whole text or binary one outside a fragmented message."""
+            if kind is _TEXT or kind is _BINARY or kind is _CONTINUATION:
                 payload = self._assemble(transport, frame, kind)
                 if payload is None:
                     return
+                on_frame = self.on_frame
+                if on_frame is None:
+                    self.early.append(payload)
+                    return
+                try:
+                    on_frame(payload)
+                except BaseException as exc:
+                    self._subscriber_failed(transport, exc)
             elif kind is _CLOSE:
                 self._on_close(transport, frame)
-                return
             elif kind is _PING:
                 transport.send_pong(frame.get_payload_as_bytes())
-                return
             else:  # PONG
                 self._on_pong(frame)
-                return
-            on_frame = self.on_frame
-            if on_frame is None:
-                self.early.append(payload)
-                return
-            try:
-                on_frame(payload)
-            except BaseException as exc:  # a subscriber failed: end the connection
-                self.failure = exc
-                self.closing = True
-                if not transport.is_close_frame_sent:
-                    transport.send_close(_picows.WSCloseCode.INTERNAL_ERROR)
-                transport.disconnect()
+
+        def _subscriber_failed(self, transport: Any, exc: BaseException) -> None:
+            """A subscriber raised: end the connection (run() raises ``exc``)."""
+            self.failure = exc
+            self.closing = True
+            if not transport.is_close_frame_sent:
+                transport.send_close(_picows.WSCloseCode.INTERNAL_ERROR)
+            transport.disconnect()
 
         def _came_before_error(self, frame: Any) -> bool:
             """Whether a data frame that comes after a close frame went out is delivered.
@@ -406,6 +430,7 @@ if _picows is not None:
                 return None
             else:
                 parts = self.parts = []
+                self.deliver = None
                 self.size = 0
                 self.decoder = _utf8_decoder() if kind is _TEXT else None
             self.size += frame.payload_size
@@ -425,6 +450,7 @@ if _picows is not None:
             if not fin:
                 return None
             self.parts = self.decoder = None
+            self.deliver = self.on_frame
             return "".join(parts) if decoder is not None else b"".join(parts)
 
         def _on_close(self, transport: Any, frame: Any) -> None:
@@ -568,10 +594,7 @@ if _picows is not None:
 
         async def run(self, on_frame: FrameHandler) -> None:
             listener = self._listener
-            early, listener.early = listener.early, []
-            for payload in early:
-                on_frame(payload)
-            listener.on_frame = on_frame
+            listener.start(on_frame)
             error: BaseException | None = None
             try:
                 await self._transport.wait_disconnected()
