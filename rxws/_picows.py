@@ -6,22 +6,41 @@ interface of :mod:`rxws._transport`, so everything above ``rxws.source`` works t
 same on either transport. Close codes, refused handshakes, dead links and TLS errors
 map to the same rxws errors as with websockets.
 
+picows parses frames and leaves the protocol's rules to its user, so the listener
+here enforces what websockets enforces, with the same close codes: reserved bits set
+(1002), a new message inside a fragmented one or a stray continuation (1002), an
+invalid close code (1002), invalid UTF-8 (1007), a message over ``max_size`` or in
+more fragments than websockets accepts (1009). A close frame without a status code
+is a normal close, as with websockets. Fragments are collected in a list and joined
+once (text decoded incrementally, so invalid UTF-8 fails at once).
+
 websockets options that mean something here are translated (``ssl``,
 ``additional_headers``, ``max_size``, ``ping_interval``, ``ping_timeout``,
-``open_timeout``, ``close_timeout``, ``proxy``, ``logger``); the others
-(``compression`` other than ``None``, ``subprotocols``, ``origin``, ...) are refused
-with a ValueError that names them.
+``open_timeout``, ``close_timeout``, ``proxy``, ``logger``, ``subprotocols``); the
+others (``compression`` other than ``None``, ``origin``, ...) are refused with a
+ValueError that names them.
+
+Keepalive follows websockets exactly (a ping every ``ping_interval`` seconds, the
+connection failed with 1011 when no pong comes within ``ping_timeout``, never when it
+is ``None``) and is done here rather than by picows's auto-ping: picows pings only
+after ``auto_ping_idle_timeout`` seconds without data and asserts that its reply
+timeout is at most that idle timeout, so ``ping_interval=5`` with the default
+``ping_timeout=20``, or ``ping_timeout=None``, cannot be expressed with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import contextlib
 import logging
+import random
+import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -34,7 +53,12 @@ from .errors import (
     TransportUnavailable,
 )
 
-__all__ = ["PicowsTransport", "picows_options"]
+try:  # the fragment limit websockets applies (it reads WEBSOCKETS_MAX_FRAGMENTS)
+    from websockets.asyncio.messages import MAX_FRAGMENTS
+except ImportError:  # pragma: no cover - depends on the websockets version
+    MAX_FRAGMENTS = 4096
+
+__all__ = ["MAX_FRAGMENTS", "PicowsTransport", "picows_options"]
 
 log = logging.getLogger("rxws.picows")
 
@@ -56,8 +80,19 @@ _TRANSLATED = {
     "proxy": "proxy",
     "logger": None,
     "compression": None,
+    "subprotocols": None,
 }
-_NORMAL_CLOSE = (1000, 1001)
+# Close codes after which Link.run returns (websockets' ConnectionClosedOK): 1005 is
+# what a close frame without a status code stands for.
+_NORMAL_CLOSE = (1000, 1001, 1005)
+# The close codes a peer may send (RFC 6455 7.4, as websockets checks them).
+_SENDABLE_CLOSE = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")  # an HTTP token (RFC 9110 5.6.2)
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class _NegotiationError(Exception):
+    """The server's opening handshake answer does not fit the request (subprotocol)."""
 
 
 class _PicowsLogger(RedactingLogger):
@@ -73,11 +108,46 @@ class _PicowsLogger(RedactingLogger):
         super().log(min(level, logging.WARNING), msg, *args, **kwargs)
 
 
+def _subprotocols(options: dict[str, Any]) -> list[str] | None:
+    """The ``subprotocols`` option, checked as websockets checks it.
+
+    Raises:
+        TypeError: It is not a list.
+        ValueError: A name is not an HTTP token.
+    """
+    offered = options.get("subprotocols")
+    if offered is None:
+        return None
+    if isinstance(offered, (str, bytes)) or not isinstance(offered, Sequence):
+        raise TypeError(
+            f"subprotocols must be a list of names, not {type(offered).__name__}: "
+            "write subprotocols=['name']"
+        )
+    for name in offered:
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ValueError(f"invalid subprotocol {name!r}: use letters, digits and -._~ only")
+    return list(offered)
+
+
+def _keepalive(options: dict[str, Any]) -> tuple[float, float | None] | None:
+    """``(ping_interval, ping_timeout)`` as websockets reads them, or None: no pings."""
+    interval = options.get("ping_interval", 20.0)
+    if interval is None:
+        return None
+    timeout = options.get("ping_timeout", 20.0)
+    return float(interval), None if timeout is None else float(timeout)
+
+
 def picows_options(options: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
     """Translate websockets-style connect options into picows ``ws_connect`` arguments.
 
+    Keepalive and subprotocols are left out: the listener does the pings, and
+    :meth:`PicowsTransport.open` sends and checks the subprotocols.
+
     Raises:
-        ValueError: An option has no picows equivalent (the message names it).
+        ValueError: An option has no picows equivalent (the message names it), or a
+            subprotocol name is invalid.
+        TypeError: ``subprotocols`` is not a list.
     """
     unknown = sorted(k for k in options if k not in _TRANSLATED)
     if options.get("compression") is not None:
@@ -88,6 +158,7 @@ def picows_options(options: dict[str, Any], redactor: Redactor) -> dict[str, Any
             f"{', '.join(unknown)}; drop them or use transport='websockets' "
             f"(picows takes: {', '.join(sorted(_TRANSLATED))})"
         )
+    _subprotocols(options)
     out: dict[str, Any] = {}
     for key, target in _TRANSLATED.items():
         if target is not None and options.get(key) is not None:
@@ -96,18 +167,10 @@ def picows_options(options: dict[str, Any], redactor: Redactor) -> dict[str, Any
         out["ssl_context"] = ssl.create_default_context()
     if options.get("proxy") is True:  # websockets' "from the environment": not here
         out.pop("proxy")
-    ping_interval = options.get("ping_interval", 20.0)
-    ping_timeout = options.get("ping_timeout", 20.0)
-    if ping_interval is not None:
-        out["enable_auto_ping"] = True
-        out["auto_ping_idle_timeout"] = ping_interval
-        out["auto_ping_reply_timeout"] = ping_timeout if ping_timeout is not None else 3600.0
+    # Pings are answered by the listener, after it checked the frame's reserved bits.
+    out["enable_auto_pong"] = False
     max_size = options.get("max_size", 2**20)
-    if max_size is None:
-        out.pop("max_frame_size", None)
-        out["max_frame_size"] = 2**62
-    else:
-        out["max_frame_size"] = max_size
+    out["max_frame_size"] = 2**62 if max_size is None else max_size
     out["logger_name"] = options.get("logger") or _PicowsLogger(log, redactor)
     out["websocket_handshake_timeout"] = options.get("open_timeout", 10.0)
     return out
@@ -178,98 +241,294 @@ def _shut(sockets: list[socket.socket]) -> None:
     sockets.clear()
 
 
+def _close_code(code: Any) -> int:
+    """A close code from picows (an enum member or an int) as an int."""
+    return int(code.value if hasattr(code, "value") else code)
+
+
+def _check_subprotocol(offered: list[str] | None, response: Any) -> str | None:
+    """The subprotocol the server chose, checked as websockets checks it.
+
+    Raises:
+        _NegotiationError: The server chose none of ``offered``, or several.
+    """
+    headers = getattr(response, "headers", None)
+    values = headers.getall("Sec-WebSocket-Protocol", []) if headers is not None else []
+    chosen = [n.strip() for value in values for n in str(value).split(",") if n.strip()]
+    if not chosen:
+        return None
+    if offered is None:
+        raise _NegotiationError("NegotiationError: no subprotocols supported")
+    if len(chosen) > 1:
+        raise _NegotiationError(
+            "InvalidHeader: invalid Sec-WebSocket-Protocol header: "
+            f"multiple values: {', '.join(chosen)}"
+        )
+    if chosen[0] not in offered:
+        raise _NegotiationError(f"NegotiationError: unsupported subprotocol: {chosen[0]}")
+    return chosen[0]
+
+
 if _picows is not None:
+    _TEXT = _picows.WSMsgType.TEXT
+    _BINARY = _picows.WSMsgType.BINARY
+    _CONTINUATION = _picows.WSMsgType.CONTINUATION
+    _CLOSE = _picows.WSMsgType.CLOSE
+    _PING = _picows.WSMsgType.PING
 
     class _Listener(_picows.WSListener):  # type: ignore[misc, unused-ignore]
-        """Receives picows's callbacks for one connection."""
+        """Receives picows's callbacks for one connection and enforces the protocol.
 
-        def __init__(self, max_size: int) -> None:
+        Args:
+            max_size: The largest message accepted, in bytes (None: no limit).
+            close_timeout: How long to wait for the server to end the TCP connection
+                after the closing handshake, in seconds.
+            keepalive: ``(ping_interval, ping_timeout)``, or None for no pings.
+            subprotocol: The subprotocol the server chose, if any.
+        """
+
+        def __init__(
+            self,
+            max_size: int | None,
+            close_timeout: float,
+            keepalive: tuple[float, float | None] | None,
+            subprotocol: str | None,
+        ) -> None:
             self.on_frame: FrameHandler | None = None
+            # on_frame, or None while a fragmented message is being put together.
+            self.deliver: FrameHandler | None = None
             self.early: list[Any] = []  # frames that came before run() started
-            self.parts: list[bytes] = []  # a fragmented message being put together
-            self.parts_type: Any = None
-            self.max_size = max_size
+            # The fragments of the message being put together (None: not inside one);
+            # the decoder of a text message.
+            self.parts: list[Any] | None = None
+            self.decoder: codecs.IncrementalDecoder | None = None
+            self.size = 0
+            self.max_size = sys.maxsize if max_size is None else max_size
+            self.close_timeout = close_timeout
+            self.keepalive = keepalive
+            self.subprotocol = subprotocol
             self.failure: BaseException | None = None
+            self.received: tuple[int, str] | None = None  # the peer's close (code, reason)
+            self.closing = False  # whether rxws started closing (not picows)
             self.transport: Any = None
+            self.ping_payload = b""
+            self.pong: asyncio.Future[None] | None = None
+            self._pinger: asyncio.Task[None] | None = None
+            self._drop: asyncio.TimerHandle | None = None
 
         def on_ws_connected(self, transport: Any) -> None:
             self.transport = transport
+            if self.keepalive is not None:
+                self._pinger = asyncio.get_running_loop().create_task(
+                    self._ping(transport, *self.keepalive), name="rxws picows keepalive"
+                )
+
+        def on_ws_disconnected(self, transport: Any) -> None:
+            if self._pinger is not None:
+                self._pinger.cancel()
+            if self._drop is not None:
+                self._drop.cancel()
 
         def on_ws_frame(self, transport: Any, frame: Any) -> None:
-            kind = frame.msg_type
-            msg_type = _picows.WSMsgType
-            if transport.is_close_frame_sent and kind is not msg_type.CLOSE:
-                # Closing: after a protocol error (picows still hands over the frame that
-                # broke a limit) or a close() of ours. Nothing more is delivered.
+            # The hot path: a whole text or binary frame, handed to ``deliver``.
+            if transport.is_close_frame_sent and not self._came_before_error(frame):
+                if frame.msg_type is _CLOSE:
+                    self._on_close(transport, frame)
                 return
-            if frame.fin and kind is msg_type.TEXT:
+            if frame.rsv1 or frame.rsv2 or frame.rsv3:
+                self._fail(transport, 1002, "reserved bits must be 0")
+                return
+            kind = frame.msg_type
+            deliver = self.deliver
+            if kind is _TEXT and frame.fin and deliver is not None:
                 try:
                     payload: Any = frame.get_payload_as_utf8_text()
                 except UnicodeDecodeError:
                     self._fail(transport, 1007, "invalid UTF-8 in a text frame")
                     return
-            elif frame.fin and kind is msg_type.BINARY:
+            elif kind is _BINARY and frame.fin and deliver is not None:
                 payload = frame.get_payload_as_bytes()
-            elif kind is msg_type.CLOSE:
-                transport.send_close(_picows.WSCloseCode.OK)
-                transport.disconnect()
+            else:
+                self._other_frame(transport, frame, kind)
                 return
-            elif kind in (msg_type.TEXT, msg_type.BINARY, msg_type.CONTINUATION):
+            try:
+                deliver(payload)
+            except BaseException as exc:
+                self._subscriber_failed(transport, exc)
+
+        def start(self, on_frame: FrameHandler) -> None:
+            """Hand the frames that came before over to ``on_frame``, then every next one."""
+            early, self.early = self.early, []
+            for payload in early:
+                on_frame(payload)
+            self.on_frame = on_frame
+            if self.parts is None:
+                self.deliver = on_frame
+
+        def _other_frame(self, transport: Any, frame: Any, kind: Any) -> None:
+            """Any frame but a whole text or binary one outside a fragmented message."""
+            if kind is _TEXT or kind is _BINARY or kind is _CONTINUATION:
                 payload = self._assemble(transport, frame, kind)
                 if payload is None:
                     return
-            else:  # PONG and anything else
-                return
-            on_frame = self.on_frame
-            if on_frame is None:
-                self.early.append(payload)
-                return
-            try:
-                on_frame(payload)
-            except BaseException as exc:  # a subscriber failed: end the connection
-                self.failure = exc
+                on_frame = self.on_frame
+                if on_frame is None:
+                    self.early.append(payload)
+                    return
+                try:
+                    on_frame(payload)
+                except BaseException as exc:
+                    self._subscriber_failed(transport, exc)
+            elif kind is _CLOSE:
+                self._on_close(transport, frame)
+            elif kind is _PING:
+                transport.send_pong(frame.get_payload_as_bytes())
+            else:  # PONG
+                self._on_pong(frame)
+
+        def _subscriber_failed(self, transport: Any, exc: BaseException) -> None:
+            """A subscriber raised: end the connection (run() raises ``exc``)."""
+            self.failure = exc
+            self.closing = True
+            if not transport.is_close_frame_sent:
                 transport.send_close(_picows.WSCloseCode.INTERNAL_ERROR)
-                transport.disconnect()
+            transport.disconnect()
+
+        def _came_before_error(self, frame: Any) -> bool:
+            """Whether a data frame that comes after a close frame went out is delivered.
+
+            When rxws started closing (a close(), a failure), nothing more is. picows
+            parses one frame ahead: when it finds an error in the next frame of a read,
+            it sends its close frame, then hands over the frame before the error, with
+            the bad frame's bytes after it (``tail_size``). websockets delivers such a
+            frame, and so does this. What picows hands over later (the rest of a frame
+            over ``max_size``, frames after a bad close frame) is not delivered.
+            """
+            if self.closing:
+                return False
+            self.closing = True
+            kind = frame.msg_type
+            return bool(
+                frame.tail_size > 0
+                and kind is not _CLOSE
+                and kind is not _PING
+                and frame.payload_size <= self.max_size
+            )
 
         def _assemble(self, transport: Any, frame: Any, kind: Any) -> Any:
-            msg_type = _picows.WSMsgType
-            if kind is not msg_type.CONTINUATION:
-                self.parts = []
-                self.parts_type = kind
-            elif self.parts_type is None:
-                self._fail(transport, 1002, "a continuation frame without a first frame")
+            """Add one fragment; the whole message after the last one, else None."""
+            parts = self.parts
+            if kind is _CONTINUATION:
+                if parts is None:
+                    self._fail(transport, 1002, "unexpected continuation frame")
+                    return None
+                if len(parts) >= MAX_FRAGMENTS:
+                    self._fail(transport, 1009, "too many fragments")
+                    return None
+            elif parts is not None:
+                self._fail(transport, 1002, "expected a continuation frame")
                 return None
-            self.parts.append(frame.get_payload_as_bytes())
-            if sum(len(p) for p in self.parts) > self.max_size:
+            else:
+                parts = self.parts = []
+                self.deliver = None
+                self.size = 0
+                self.decoder = _utf8_decoder() if kind is _TEXT else None
+            self.size += frame.payload_size
+            if self.size > self.max_size:
                 self._fail(transport, 1009, f"message over {self.max_size} bytes")
                 return None
-            if not frame.fin:
+            fin = bool(frame.fin)
+            decoder = self.decoder
+            if decoder is None:
+                parts.append(frame.get_payload_as_bytes())
+            else:
+                try:
+                    parts.append(decoder.decode(frame.get_payload_as_bytes(), fin))
+                except UnicodeDecodeError:
+                    self._fail(transport, 1007, "invalid UTF-8 in a text message")
+                    return None
+            if not fin:
                 return None
-            data = b"".join(self.parts)
-            text = self.parts_type is msg_type.TEXT
-            self.parts, self.parts_type = [], None
-            if not text:
-                return data
-            try:
-                return data.decode()
-            except UnicodeDecodeError:
-                self._fail(transport, 1007, "invalid UTF-8 in a text message")
-                return None
+            self.parts = self.decoder = None
+            self.deliver = self.on_frame
+            return "".join(parts) if decoder is not None else b"".join(parts)
+
+        def _on_close(self, transport: Any, frame: Any) -> None:
+            """The peer's close frame: check it, answer it, let the peer end the TCP link."""
+            if self.received is not None:  # a second one (picows may not notice it)
+                return
+            if frame.payload_size == 0:
+                code, reason = 1005, ""  # no status code: a normal close
+            else:
+                code = _close_code(frame.get_close_code())
+                if code not in _SENDABLE_CLOSE and not 3000 <= code < 5000:
+                    self._fail(transport, 1002, "invalid status code")
+                    return
+                reason = frame.get_close_reason() or ""
+            self.received = (code, reason)
+            self.closing = True
+            if not transport.is_close_frame_sent:
+                # Echo the code (1000 for a close without one), as websockets does.
+                transport.send_close(1000 if code == 1005 else code, reason.encode())
+            self._drop_later(transport)
+
+        def _on_pong(self, frame: Any) -> None:
+            pong = self.pong
+            if (
+                pong is not None
+                and not pong.done()
+                and frame.get_payload_as_bytes() == self.ping_payload
+            ):
+                pong.set_result(None)
+
+        async def _ping(self, transport: Any, interval: float, timeout: float | None) -> None:
+            """Send a ping every ``interval`` s; fail with 1011 if a pong is late."""
+            loop = asyncio.get_running_loop()
+            latency = 0.0
+            while True:
+                await asyncio.sleep(max(interval - latency, 0.0))
+                if transport.is_close_frame_sent or transport.is_disconnected:
+                    return
+                self.ping_payload = random.getrandbits(32).to_bytes(4, "big")
+                self.pong = loop.create_future()
+                sent = loop.time()
+                transport.send_ping(self.ping_payload)
+                if timeout is None:
+                    continue
+                try:
+                    await asyncio.wait_for(self.pong, timeout)
+                except asyncio.TimeoutError:
+                    self._fail(transport, 1011, "keepalive ping timeout")
+                    return
+                latency = loop.time() - sent
 
         def _fail(self, transport: Any, code: int, reason: str) -> None:
-            self.failure = ConnectionLost(code, reason)
-            transport.send_close(_picows.WSCloseCode(code), reason.encode())
-            transport.disconnect()
+            """Fail the connection with ``code``, as websockets does on a protocol error."""
+            if not transport.is_close_frame_sent:
+                self.failure = ConnectionLost(code, reason)
+                transport.send_close(code, reason.encode())
+            self.closing = True
+            self._drop_later(transport)
+
+        def _drop_later(self, transport: Any) -> None:
+            """End the TCP connection unless the server does so within ``close_timeout``."""
+            if self._drop is None and not transport.is_disconnected:
+                self._drop = asyncio.get_running_loop().call_later(
+                    self.close_timeout, transport.disconnect, False
+                )
 
     class PicowsConnection:
         """What ``on_open`` and ``client.present`` get on the picows transport.
 
         Attributes:
             transport: picows's ``WSTransport``, for what this class does not cover.
+            subprotocol: The subprotocol the server chose, or None (as websockets'
+                ``connection.subprotocol``).
         """
 
         def __init__(self, transport: Any, listener: _Listener, close_timeout: float) -> None:
             self.transport = transport
+            self.subprotocol: str | None = listener.subprotocol
             self._listener = listener
             self._close_timeout = close_timeout
 
@@ -283,9 +542,9 @@ if _picows is not None:
             if self.closed:
                 raise ConnectionLost(None, "the connection is closed")
             if isinstance(data, str):
-                self.transport.send(_picows.WSMsgType.TEXT, data.encode())
+                self.transport.send(_TEXT, data.encode())
             else:
-                self.transport.send(_picows.WSMsgType.BINARY, data)
+                self.transport.send(_BINARY, data)
 
         async def close(self, timeout: float | None = None) -> None:
             """Close normally (1000) and wait until the TCP connection is closed.
@@ -297,6 +556,7 @@ if _picows is not None:
             """
             limit = self._close_timeout if timeout is None else min(timeout, self._close_timeout)
             transport = self.transport
+            self._listener.closing = True
             if not transport.is_disconnected:
                 if not transport.is_close_frame_sent:
                     transport.send_close(_picows.WSCloseCode.OK)
@@ -334,39 +594,38 @@ if _picows is not None:
 
         async def run(self, on_frame: FrameHandler) -> None:
             listener = self._listener
-            early, listener.early = listener.early, []
-            for payload in early:
-                on_frame(payload)
-            listener.on_frame = on_frame
+            listener.start(on_frame)
+            error: BaseException | None = None
             try:
                 await self._transport.wait_disconnected()
             except Exception as exc:
-                if listener.failure is None:
-                    listener.failure = exc
-            failure = listener.failure
-            if failure is not None:
-                raise self._lost(failure)
-            handshake = self._transport.close_handshake
-            received = handshake.recv if handshake is not None else None
-            if received is None:
-                raise ConnectionLost(None, "the TCP connection broke without a close frame")
-            code = int(received.code.value if hasattr(received.code, "value") else received.code)
-            if code not in _NORMAL_CLOSE:
-                raise ConnectionLost(code, self._redactor(received.reason or ""))
+                error = exc
+            # What went wrong first: the listener's own finding, then the peer's close
+            # (picows may complain about frames after it, which websockets ignores),
+            # then what picows found.
+            if listener.failure is not None:
+                raise self._lost(listener.failure)
+            if listener.received is not None:
+                code, reason = listener.received
+                if code in _NORMAL_CLOSE:
+                    return
+                raise ConnectionLost(code, self._redactor(reason))
+            if error is not None:
+                raise self._lost(error)
+            raise ConnectionLost(None, "the TCP connection broke without a close frame")
 
         def _lost(self, failure: BaseException) -> BaseException:
             """What :meth:`run` raises for a connection that ended with ``failure``."""
             assert _picows is not None
             if isinstance(failure, ConnectionLost):
-                return failure
+                return ConnectionLost(failure.code, self._redactor(failure.reason))
             if isinstance(failure, _picows.WSProtocolError):
                 # picows found the server breaking the protocol (a frame over max_size,
                 # bad framing) and closed with that code: the same as websockets reports.
                 args = failure.args
                 code = args[0] if args else 1002
                 reason = args[1] if len(args) > 1 else ""
-                number = int(code.value if hasattr(code, "value") else code)
-                return ConnectionLost(number, self._redactor(str(reason)))
+                return ConnectionLost(_close_code(code), self._redactor(str(reason)))
             if isinstance(failure, (_picows.WSError, OSError)):
                 return ConnectionLost(None, self._redactor(f"{type(failure).__name__}: {failure}"))
             return failure  # a subscriber's own error, passed on as with websockets
@@ -399,10 +658,20 @@ class PicowsTransport:
         url, headers = _move_credentials(url, kwargs.get("extra_headers"), redactor)
         if headers is not None:
             kwargs["extra_headers"] = headers
-        max_size = int(kwargs["max_frame_size"])
+        offered = _subprotocols(options)
+        if offered:
+            pairs = [*header_items(kwargs.get("extra_headers"))]
+            pairs.append(("Sec-WebSocket-Protocol", ", ".join(offered)))
+            kwargs["extra_headers"] = pairs
+        max_size = options.get("max_size", 2**20)
+        keepalive = _keepalive(options)
         open_timeout = options.get("open_timeout", 10.0)
         close_timeout = float(options.get("close_timeout") or 10.0)
-        factory: Callable[[], Any] = lambda: _Listener(max_size)  # noqa: E731
+
+        def factory(request: Any, response: Any) -> _Listener:
+            chosen = _check_subprotocol(offered, response)
+            return _Listener(max_size, close_timeout, keepalive, chosen)
+
         sockets: list[socket.socket] = []
         kwargs["socket_factory"] = _socket_factory(sockets)
         try:
@@ -425,6 +694,8 @@ class PicowsTransport:
             ) from None
         except _picows.WSError as exc:
             raise ConnectionFailed(shown, f"{type(exc).__name__}: {redactor(str(exc))}") from None
+        except _NegotiationError as exc:
+            raise ConnectionFailed(shown, redactor(str(exc))) from None
         except OSError as exc:
             raise ConnectionFailed(shown, redactor(exc.strerror or str(exc))) from None
         except BaseException:  # cancelled

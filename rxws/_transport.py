@@ -6,9 +6,10 @@ a callback until it closes, can send, and can be closed. A transport opens links
 (:meth:`Transport.wrap`). websockets is the default and the reference transport.
 
 Close semantics are the same for every transport: :meth:`Link.run` returns when the
-peer closed normally (1000 or 1001) and raises :class:`rxws.ConnectionLost` otherwise;
-:meth:`Transport.open` raises :class:`rxws.ConnectionFailed` (or its subclasses
-``HandshakeRejected`` and ``CertificateError``) when no connection could be made.
+peer closed normally (1000, 1001, or a close frame without a status code) and raises
+:class:`rxws.ConnectionLost` otherwise; :meth:`Transport.open` raises
+:class:`rxws.ConnectionFailed` (or its subclasses ``HandshakeRejected`` and
+``CertificateError``) when no connection could be made.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class Link(Protocol):
     async def run(self, on_frame: FrameHandler) -> None:
         """Push every frame to ``on_frame`` until the connection closes.
 
-        Returns on a normal close (1000/1001) and raises ``ConnectionLost`` otherwise.
+        Returns on a normal close (1000, 1001, or no status code: 1005) and raises
+        ``ConnectionLost`` otherwise.
         """
 
     async def send(self, data: str | bytes) -> None:
