@@ -43,7 +43,7 @@ log = logging.getLogger("rxws.client")
 _RATE_HEADROOM = 0.8
 # Rotate this far into a connection's lifetime, less a per-shard stagger of up to
 # _STAGGER of the lifetime, so shards never rotate together.
-_LIFETIME_SHARE = 0.8
+_LIFETIME_SHARE = 0.75
 _STAGGER = 0.1
 _GOLDEN = 0.6180339887498949
 
@@ -84,7 +84,7 @@ class _Wire:
     def __init__(self, shard: _Shard, conn: Any) -> None:
         self.shard = shard
         self.conn = conn
-        self.sent: set[str] = set()  # topics subscribed on this connection
+        self.sent: dict[str, None] = {}  # topics subscribed on this connection
         self.wake = asyncio.Event()
         self.idle = asyncio.Event()
         self.idle.set()
@@ -123,9 +123,10 @@ class _Wire:
                 drops = [t for t in self.sent if t not in wanted]
                 if drops:
                     await self._send(drops, unsubscribe=True)
-                    self.sent.difference_update(drops)
+                    for topic in drops:
+                        self.sent.pop(topic, None)
                 if adds:
-                    self.sent.update(adds)
+                    self.sent.update(dict.fromkeys(adds))
                     await self._send(adds, unsubscribe=False)
                 if not self.wake.is_set():
                     self.idle.set()
@@ -165,7 +166,7 @@ class _Shard:
     def __init__(self, owner: Topics, index: int) -> None:
         self.owner = owner
         self.index = index
-        self.topics: set[str] = set()
+        self.topics: dict[str, None] = {}  # in the order they were asked for
         self.wires: set[_Wire] = set()
         self.subscription: abc.DisposableBase | None = None
         self.stats = ConnectionStats(index)
@@ -247,7 +248,7 @@ class Topics:
             shard = self.shards[index] = _Shard(self, index)
             self.stats.append(shard.stats)
             self.stats.sort(key=lambda stats: stats.index)
-        shard.topics.add(topic)
+        shard.topics[topic] = None
         shard.stats.topics = len(shard.topics)
         if self.observer is not None:
             if shard.subscription is None:
@@ -271,7 +272,7 @@ class Topics:
             return
         self.plan.remove(topic)
         shard = self.shards[index]
-        shard.topics.discard(topic)
+        shard.topics.pop(topic, None)
         shard.stats.topics = len(shard.topics)
         shard.kick()
 
@@ -355,7 +356,10 @@ class Topics:
                 continue
             index = self.plan.index_of(topic)
             if index is not None:
-                self.shards[index].stats.rejected += 1
+                shard = self.shards[index]
+                shard.stats.rejected += 1
+                for wire in shard.wires:  # the server holds no subscription to undo
+                    wire.sent.pop(topic, None)
             self._forget(topic)
             for target in list(observers):
                 try:
