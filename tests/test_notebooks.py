@@ -20,7 +20,14 @@ import nbformat
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ["01-getting-started.ipynb", "02-resilience.ipynb", "03-migrating.ipynb"]
+NAMES = [
+    "01-getting-started.ipynb",
+    "02-resilience.ipynb",
+    "03-migrating.ipynb",
+    "04-fan-out-nats.ipynb",
+]
+# Committed with their outputs, so that the plot shows where the notebook is read.
+WITH_OUTPUTS = {"04-fan-out-nats.ipynb"}
 CELL_TIMEOUT = 60  # seconds per cell; each notebook takes a few seconds in all
 
 
@@ -47,6 +54,11 @@ def test_every_notebook_is_tested_and_committed_without_outputs() -> None:
     for name in NAMES:
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
         nbformat.validate(nb)
+        if name in WITH_OUTPUTS:
+            code = [cell for cell in nb.cells if cell.cell_type == "code"]
+            assert all(cell.execution_count is not None for cell in code), f"{name}: run it"
+            assert not [out for out in outputs(nb) if out.output_type == "error"], name
+            continue
         for cell in nb.cells:
             if cell.cell_type == "code":
                 assert cell.outputs == [], f"{name}: clear the outputs before committing"
@@ -68,3 +80,14 @@ def test_notebook_runs_top_to_bottom(name: str) -> None:
         assert len(images[0].data["image/png"]) > 1000
         text = "".join(out.get("text", "") for out in outputs(nb))
         assert "0 missing, 0 repeated, in order: True" in text
+    if name == "04-fan-out-nats.ipynb":
+        images = [out for out in outputs(nb) if "image/png" in out.get("data", {})]
+        assert len(images) == 1, "the per-seq count plot is missing"
+        text = "".join(out.get("text", "") for out in outputs(nb))
+        # Both relays stopped cleanly; every stream consumer saw every seq exactly once.
+        assert text.count("exit code: 0") == 2 and "in order: True" in text
+        for consumer in ("from now", "BTCUSDT only", "joined late (all)"):
+            line = next(ln for ln in text.splitlines() if f"stream, {consumer}" in ln)
+            assert line.endswith(": 0 seen twice, 0 missing"), line
+        live = next(ln for ln in text.splitlines() if "live, core NATS" in ln)
+        assert "0 seen twice" not in live and live.endswith(", 0 missing"), live
