@@ -18,7 +18,10 @@ Modes (alternated round by round, medians reported):
 - ``rxws@picows``: the same on the picows transport (if installed);
 - ``raw-js``: the hand-written loop publishing to a JetStream stream with nats-py's
   ``publish_async`` (acks awaited at the end);
-- ``rxws-js``: ``rxws.nats.publish(..., stream="BENCH")`` (acks tracked in a window).
+- ``rxws-js``: ``rxws.nats.publish(..., stream="BENCH")`` (acks tracked in a window);
+- ``relay``, ``relay@picows``, ``relay-js``: the collector behind ``rxws relay``
+  (``rxws._relay.Relay``: a ``WebSocketClient`` with reconnect and rotation, its router,
+  ``parse_framed`` and ``rxws.nats.publish``, a status ticker), core NATS or JetStream.
 
 End to end is ``(N - 1) / (last message at the consumer - relay's websocket open)``, on
 one monotonic clock shared by the processes (Linux ``CLOCK_MONOTONIC``).
@@ -154,6 +157,60 @@ async def relay_rxws(ws_url: str, nats_url: str, jetstream: bool, transport: str
     }
 
 
+async def relay_collector(
+    ws_url: str, nats_url: str, jetstream: bool, transport: str, n: int
+) -> dict[str, Any]:
+    """The collector behind ``rxws relay``: a WebSocketClient (reconnect, rotation) to NATS."""
+    from rxws import Backoff
+    from rxws._relay import Relay
+    from rxws.events import Connected
+
+    stop = asyncio.Event()
+    opened: list[float] = []
+    collector = Relay(
+        ws_url,
+        nats_url=nats_url,
+        subject="md.{s}",
+        msg_id="{seq}",
+        stream=STREAM if jetstream else None,
+        transport=transport,
+        stop=stop,
+        handle_signals=False,
+        status=lambda _: None,
+        news=lambda _: None,
+        # The firehose closes after its n messages: no reconnect during the run.
+        backoff=Backoff(initial=60.0, maximum=60.0, jitter=0.0),
+    )
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, Connected) and not opened:
+            opened.append(clock())
+
+    collector.client.status.subscribe(on_event)
+    running = asyncio.ensure_future(collector.run())
+
+    def finished() -> bool:
+        publisher = collector.publisher
+        if publisher is None:
+            return False
+        return (publisher.stats.acked if jetstream else publisher.stats.published) >= n
+
+    while not finished() and not running.done():
+        await asyncio.sleep(0.002)
+    done = clock()
+    stop.set()
+    await running
+    assert collector.publisher is not None
+    stats = collector.publisher.stats
+    return {
+        "sent": stats.published,
+        "acked": stats.acked,
+        "dropped": stats.dropped,
+        "opened": opened[0],
+        "done": done,
+    }
+
+
 async def consume_nats_py(nats_url: str, n: int) -> dict[str, Any]:
     """A nats-py subscriber with a callback (what a consumer would write)."""
     nc = await connect_nats(nats_url)
@@ -255,6 +312,12 @@ def child(argv: list[str]) -> None:
             jetstream = base.endswith("-js")
             if base.startswith("raw"):
                 result = asyncio.run(relay_raw(args.ws, args.nats, jetstream))
+            elif base.startswith("relay"):
+                result = asyncio.run(
+                    relay_collector(
+                        args.ws, args.nats, jetstream, transport or "websockets", args.messages
+                    )
+                )
             else:
                 result = asyncio.run(
                     relay_rxws(args.ws, args.nats, jetstream, transport or "websockets")
@@ -336,8 +399,8 @@ async def orchestrate(args: argparse.Namespace) -> int:
     from rxws.testing import NatsServer
 
     modes = [m for m in args.modes.split(",") if m]
-    if "rxws@picows" in modes and importlib.util.find_spec("picows") is None:
-        modes.remove("rxws@picows")
+    if importlib.util.find_spec("picows") is None:
+        modes = [mode for mode in modes if not mode.endswith("@picows")]
     server = Server()
     results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     try:
@@ -390,7 +453,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--modes", default="raw,rxws,rxws@picows,raw-js,rxws-js")
+    parser.add_argument(
+        "--modes", default="raw,rxws,relay,rxws@picows,relay@picows,raw-js,rxws-js,relay-js"
+    )
     parser.add_argument(
         "--consumer",
         choices=["counter", "nats-py"],

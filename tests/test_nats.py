@@ -537,5 +537,5 @@ def test_the_relay_benchmark_runs_every_mode(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     medians = json.loads(out.read_text())["medians"]
-    assert {"raw", "rxws", "raw-js", "rxws-js"} <= set(medians)
+    assert {"raw", "rxws", "relay", "raw-js", "rxws-js", "relay-js"} <= set(medians)
     assert all(entry["e2e"] > 0 for entry in medians.values())
