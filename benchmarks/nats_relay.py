@@ -147,12 +147,16 @@ async def relay_rxws(ws_url: str, nats_url: str, jetstream: bool, transport: str
         await nc.close()
     if failures:
         raise RuntimeError(f"the relay failed: {failures[0]}")
-    stats = publisher.stats
+    return published(publisher.stats, opened[0], done)
+
+
+def published(stats: Any, opened: float, done: float) -> dict[str, Any]:
+    """A relay's result from its publisher's counters."""
     return {
         "sent": stats.published,
         "acked": stats.acked,
         "dropped": stats.dropped,
-        "opened": opened[0],
+        "opened": opened,
         "done": done,
     }
 
@@ -201,14 +205,7 @@ async def relay_collector(
     stop.set()
     await running
     assert collector.publisher is not None
-    stats = collector.publisher.stats
-    return {
-        "sent": stats.published,
-        "acked": stats.acked,
-        "dropped": stats.dropped,
-        "opened": opened[0],
-        "done": done,
-    }
+    return published(collector.publisher.stats, opened[0], done)
 
 
 async def consume_nats_py(nats_url: str, n: int) -> dict[str, Any]:
