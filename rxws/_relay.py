@@ -61,7 +61,9 @@ __all__ = [
     "Relay",
     "connect_nats",
     "listen_nats",
+    "parse_combined",
     "relay",
+    "shown_nats_url",
     "stream_subjects",
 ]
 
@@ -663,15 +665,21 @@ class Relay:
             await client.close()  # the feed completes: what is buffered is published
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(flushed.wait(), self._flush_timeout)
+            unacked = 0
             if not flushed.is_set():
+                unacked = publisher.stats.unacked
                 pumps = [p.task for p in publisher.stats._pumps if p.task is not None]
-                pipeline.dispose()  # counts what is left as dropped
+                pipeline.dispose()  # counts what was never published as dropped
                 if pumps:
                     await asyncio.wait(pumps)
             for watch in watching:
                 watch.dispose()
             s = publisher.stats
-            acked = f", {s.acked:,} acknowledged" if self._stream is not None else ""
+            acked = ""
+            if self._stream is not None:
+                acked = f", {s.acked:,} acknowledged"
+                if unacked:
+                    acked += f" ({unacked:,} published but never acknowledged)"
             self._news(
                 f"stopped: {client.stats.messages:,} received, {s.published:,} published"
                 f"{acked}, {s.dropped:,} dropped, {s.errors:,} skipped"

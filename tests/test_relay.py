@@ -690,3 +690,72 @@ async def test_listen_nats_on_a_missing_stream_or_with_bad_arguments_says_so() -
         await listen_nats("nats://127.0.0.1:4222", subject="md.>", deliver="all")
     with pytest.raises(ValueError, match="count"):
         await listen_nats("nats://127.0.0.1:4222", subject="md.>", count=0)
+
+
+# ---------------------------------------------------------------------- the feed's side
+
+
+async def test_sends_go_out_on_every_new_connection_and_filters_keep_what_is_published() -> None:
+    subscribe = {"method": "SUBSCRIBE", "params": ["btcusdt@trade", "ethusdt@trade"], "id": 1}
+    async with NatsServer() as server, DemoExchange(interval=0.004) as exchange:
+        lines = Lines()
+        relay_ = make_relay(
+            exchange.ws_url,
+            server.url,
+            lines,
+            msg_id="{seq}",
+            stream="MD",
+            sends=[subscribe],
+            filters=[{"e": "trade", "s": "BTCUSDT"}],
+        )
+        async with running(relay_):
+            await until(lambda: acked(relay_) >= 20, what="publishing")
+            await exchange.drop_all(1011, "maintenance")
+            await until(lambda: relay_.client.stats.connections == 2, what="reconnected")
+            mark = acked(relay_)
+            await until(lambda: acked(relay_) >= mark + 20, what="publishing again")
+        assert [msg for _, msg in exchange.received] == [subscribe, subscribe]
+        # The replies ({"result": null, "id": 1}) and ETHUSDT were filtered out, not errors.
+        assert relay_.errors == 0
+        nc = await connect(server.url)
+        try:
+            assert {m["s"] for m in await everything(nc, "MD")} == {"BTCUSDT"}
+        finally:
+            await nc.close()
+
+
+async def test_a_feed_that_gives_up_after_connecting_ends_the_relay_with_status_1() -> None:
+    async with NatsServer() as server, DemoExchange(interval=0.004) as exchange:
+        lines = Lines()
+        relay_ = make_relay(exchange.url, server.url, lines, stream="MD")
+        async with running(relay_) as task:
+            await until(lambda: acked(relay_) >= 10, what="publishing")
+            exchange.refuse(403)  # retrying cannot fix a 403: the client gives up
+            await exchange.drop_all(1011, "maintenance")
+            assert await asyncio.wait_for(task, 10) == 1
+        said = lines.with_("error: the websocket feed gave up")
+        assert len(said) == 1 and "403" in said[0]
+        assert lines.with_("stopped: ") and lines.status[-1] is None
+
+
+async def test_stopping_while_nats_is_away_flushes_within_the_bound_and_counts_the_rest() -> None:
+    async with NatsServer() as server, DemoExchange(interval=0.004) as exchange:
+        lines = Lines()
+        relay_ = make_relay(
+            exchange.url, server.url, lines, msg_id="{seq}", stream="MD", flush_timeout=0.5
+        )
+        async with running(relay_) as task:
+            publisher = relay_.publisher
+            assert publisher is not None
+            await until(lambda: publisher.stats.acked >= 10, what="publishing")
+            await server.stop()
+            await until(lambda: publisher.stats.queued >= 20, what="messages held")
+            loop = asyncio.get_running_loop()
+            stopping = loop.time()
+            relay_._stop.set()  # type: ignore[union-attr]
+            assert await asyncio.wait_for(task, 10) == 0
+            took = loop.time() - stopping
+        assert 0.5 <= took < 4.0
+        assert publisher.stats.dropped >= 20
+        said = lines.with_("stopped: ")
+        assert len(said) == 1 and f"{publisher.stats.dropped:,} dropped" in said[0]
