@@ -854,13 +854,20 @@ def _parse_or_text(payload: bytes) -> Any:
 class _Lines:
     """Writes lines to ``out``, flushing once per burst; stops at ``count``."""
 
-    def __init__(self, out: TextIO, count: int | None, done: asyncio.Event) -> None:
+    def __init__(
+        self,
+        out: TextIO,
+        count: int | None,
+        done: asyncio.Event,
+        on_broken_pipe: Callable[[], None] | None,
+    ) -> None:
         self.out = out
         self.count = count
         self.done = done
+        self.on_broken_pipe = on_broken_pipe
         self.printed = 0
         self.flushing = False
-        self.broken_pipe = False
+        self.broken = False
 
     def write(self, line: str) -> None:
         if self.done.is_set():
@@ -868,8 +875,7 @@ class _Lines:
         try:
             self.out.write(line + "\n")
         except BrokenPipeError:
-            self.broken_pipe = True
-            self.done.set()
+            self.pipe_broke()
             return
         self.printed += 1
         if self.count is not None and self.printed >= self.count:
@@ -884,10 +890,15 @@ class _Lines:
         try:
             self.out.flush()
         except BrokenPipeError:
-            self.broken_pipe = True
-            self.done.set()
+            self.pipe_broke()
         except (OSError, ValueError):
             pass
+
+    def pipe_broke(self) -> None:
+        if not self.broken and self.on_broken_pipe is not None:
+            self.on_broken_pipe()
+        self.broken = True
+        self.done.set()
 
 
 async def listen_nats(
@@ -906,6 +917,7 @@ async def listen_nats(
     handle_signals: bool = True,
     status_every: float = 1.0,
     nats_options: Mapping[str, Any] | None = None,
+    on_broken_pipe: Callable[[], None] | None = None,
 ) -> int:
     """Print the messages of a NATS subject, one JSON line each: ``rxws listen nats://``.
 
@@ -930,10 +942,12 @@ async def listen_nats(
         handle_signals: Whether SIGINT and SIGTERM stop it.
         status_every: Seconds between status lines.
         nats_options: Passed to ``nats.connect``.
+        on_broken_pipe: Called when the reader of ``out`` went away (``| head``); the
+            caller should then point stdout at ``/dev/null`` before the interpreter's
+            last flush.
 
     Returns:
-        0 after a stop, ``count`` lines, or the reader of ``out`` going away (a broken
-        pipe; the caller should point stdout at ``/dev/null`` before exiting).
+        0 after a stop, ``count`` lines, or the reader of ``out`` going away.
 
     Raises:
         NatsUnreachable: NATS could not be reached at start.
@@ -951,7 +965,7 @@ async def listen_nats(
     say = news if news is not None else _stderr_line
     stop = stop if stop is not None else asyncio.Event()
     done = asyncio.Event()
-    lines = _Lines(out if out is not None else sys.stdout, count, done)
+    lines = _Lines(out if out is not None else sys.stdout, count, done, on_broken_pipe)
     failure: list[Exception] = []
     received = 0
 

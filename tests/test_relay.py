@@ -759,3 +759,38 @@ async def test_stopping_while_nats_is_away_flushes_within_the_bound_and_counts_t
         assert publisher.stats.dropped >= 20
         said = lines.with_("stopped: ")
         assert len(said) == 1 and f"{publisher.stats.dropped:,} dropped" in said[0]
+
+
+class ClosedPipe(io.StringIO):
+    """stdout whose reader went away after ``keep`` lines (``rxws listen ... | head``)."""
+
+    def __init__(self, keep: int) -> None:
+        super().__init__()
+        self.keep = keep
+
+    def write(self, text: str) -> int:
+        if self.getvalue().count("\n") >= self.keep:
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+async def test_listen_nats_stops_quietly_when_its_reader_goes_away() -> None:
+    async with NatsServer() as server, DemoExchange(interval=0.002) as exchange:
+        relay_ = make_relay(exchange.url, server.url, Lines(), stream="MD")
+        async with running(relay_):
+            await until(lambda: acked(relay_) >= 50)
+        out = ClosedPipe(keep=3)
+        broken: list[bool] = []
+        code = await listen_nats(
+            server.url,
+            subject="md.>",
+            stream="MD",
+            deliver="all",
+            out=out,
+            status=lambda _: None,
+            news=lambda _: None,
+            handle_signals=False,
+            on_broken_pipe=lambda: broken.append(True),
+        )
+        assert code == 0 and broken == [True]
+        assert out.getvalue().count("\n") == 3
