@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import socket
 import string
@@ -66,8 +65,6 @@ __all__ = [
     "shown_nats_url",
     "stream_subjects",
 ]
-
-log = logging.getLogger("rxws.relay")
 
 Line = Callable[[str | None], None]
 """Where status lines go: called with each line, and with ``None`` once at the end."""
@@ -499,11 +496,18 @@ class Relay:
         **client_options: Any,
     ) -> None:
         self._nats_urls = _nats_urls(nats_url)
-        # Templates and numbers are checked now, not at the first message.
-        rx_nats.publish(Client(), subject, msg_id=msg_id, stream=stream, buffer=buffer,
-                        window=window, ack_timeout=ack_timeout)  # fmt: skip
         if not isinstance(subject, str):
             raise TypeError(f"subject must be a str.format template, not {subject!r}")
+        # Templates and numbers are checked now, not at the first message.
+        rx_nats.publish(
+            Client(),
+            subject,
+            msg_id=msg_id,
+            stream=stream,
+            buffer=buffer,
+            window=window,
+            ack_timeout=ack_timeout,
+        )
         self._subject = subject
         self._msg_id = msg_id
         self._stream = stream
