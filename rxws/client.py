@@ -47,6 +47,7 @@ from .ops._common import check_seconds
 from .protocols import Subscriptions
 from .router import Router
 from .source import OnOpen, UrlSource, connect, connection_is_open, describe_url, send_on
+from .transports import Transport
 
 __all__ = ["ClientStats", "ConnectionStats", "WebSocketClient"]
 
@@ -402,7 +403,7 @@ def _pipeline(
     url: UrlSource,
     shard: tuple[Topics, int] | None,
     parse: Callable[[Any], Any] | None,
-    transport: str,
+    transport: str | Transport,
     connect_kwargs: dict[str, Any],
     idle: float | None,
     backoff: Backoff | None,
@@ -596,7 +597,7 @@ class WebSocketClient:
         overlap_timeout: float = 10.0,
         subscriptions: Subscriptions | None = None,
         limits: Limits | None = None,
-        transport: str = "websockets",
+        transport: str | Transport = "websockets",
         **connect_kwargs: Any,
     ) -> None:
         for name, value in (("parse", parse), ("on_open", on_open)):

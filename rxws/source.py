@@ -25,10 +25,11 @@ from reactivex.disposable import Disposable
 
 from ._redact import Redactor
 from ._signal import OpenSignal, claim_open_signal
-from ._transport import Link, Transport, connection_is_open, get_transport, send_on
 from .codec import parse_json
 from .errors import ConnectionFailed, ParseError, RxwsError
 from .events import Connected, Connecting, Disconnected, Event
+from .transports.base import Link, Transport, get_transport
+from .transports.websockets import connection_is_open, send_on
 
 __all__ = [
     "OnOpen",
@@ -247,7 +248,7 @@ def connect(
     on_open: OnOpen | None = None,
     on_event: Callable[[Event], None] | None = None,
     on_error: Callable[[Exception], None] | None = None,
-    transport: str = "websockets",
+    transport: str | Transport = "websockets",
     **connect_kwargs: Any,
 ) -> reactivex.Observable[Any]:
     """A cold Observable of a websocket's messages: one subscription, one connection.
@@ -263,7 +264,8 @@ def connect(
             connection counts as failed (:class:`rxws.ConnectionFailed`).
         on_event: Called with each :mod:`rxws.events` event of this connection.
         on_error: Called with each non-fatal error (:class:`rxws.ParseError`).
-        transport: Which transport opens the connection (``"websockets"``).
+        transport: Which transport opens the connection: a name (``"websockets"``,
+            ``"picows"``) or a :class:`rxws.transports.Transport` object.
         **connect_kwargs: Passed to ``websockets.asyncio.client.connect``: ``ssl``,
             ``additional_headers``, ``ping_interval``, ``ping_timeout``, ``max_size``,
             ``proxy``, ``open_timeout``, ...
