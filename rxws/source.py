@@ -28,7 +28,7 @@ from ._signal import OpenSignal, claim_open_signal
 from .codec import parse_json
 from .errors import ConnectionFailed, ParseError, RxwsError
 from .events import Connected, Connecting, Disconnected, Event
-from .transports.base import Link, Transport, get_transport
+from .transports import Link, Transport, get_transport
 from .transports.websockets import connection_is_open, send_on
 
 __all__ = [

@@ -51,7 +51,8 @@ from ..errors import (
     HandshakeRejected,
     TransportUnavailable,
 )
-from .base import FrameHandler, Link, adopt, certificate_error
+from .base import FrameHandler, Link, certificate_error
+from .websockets import WebsocketsLink
 
 try:  # the fragment limit websockets applies (it reads WEBSOCKETS_MAX_FRAGMENTS)
     from websockets.asyncio.messages import MAX_FRAGMENTS
@@ -711,5 +712,5 @@ class PicowsTransport:
         return PicowsLink(transport, listener, close_timeout, redactor)
 
     def wrap(self, connection: Any, redactor: Redactor) -> Link:
-        """Adopt a connection someone else opened (see :func:`adopt`)."""
-        return adopt(connection, redactor)
+        """Adopt a connection someone else opened (a websockets one or a look-alike)."""
+        return WebsocketsLink(connection, redactor)
