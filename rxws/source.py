@@ -26,7 +26,7 @@ from reactivex.disposable import Disposable
 from ._redact import Redactor
 from ._signal import OpenSignal, claim_open_signal
 from .codec import parse_json
-from .errors import ConnectionFailed, ParseError, RxwsError
+from .errors import ConnectionFailed, NoRunningLoop, ParseError, RxwsError
 from .events import Connected, Connecting, Disconnected, Event
 from .transports import Link, Transport, get_transport
 from .transports.websockets import connection_is_open, send_on
@@ -296,9 +296,9 @@ def connect(
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            raise RuntimeError(
-                "subscribe to rxws.connect(...) from inside a running asyncio event loop "
-                "(for example in an async def run by asyncio.run)"
+            raise NoRunningLoop(
+                "rxws.connect(...)",
+                "subscribe to it from inside a running loop (an async def run by asyncio.run)",
             ) from None
         session = _Session(
             url,

@@ -234,8 +234,8 @@ def test_bad_url_message_is_redacted() -> None:
 def test_subscribing_outside_a_loop_says_what_to_do() -> None:
     rec = Recorder()
     rxws.connect("ws://127.0.0.1:1/").subscribe(rec)
-    assert isinstance(rec.error, RuntimeError)
-    assert "running asyncio event loop" in str(rec.error)
+    assert isinstance(rec.error, rxws.NoRunningLoop) and isinstance(rec.error, RuntimeError)
+    assert "none is running" in str(rec.error) and "asyncio.run" in str(rec.error)
 
 
 def test_unknown_transport_is_rejected() -> None:
