@@ -231,7 +231,7 @@ class _Core:
                 attempt.ready = False
                 if not attempt.reported and not attempt.ended:
                     attempt.reported = True
-                    self.emit(Disconnected(self.redactor(str(error)), error))
+                    self.emit(Disconnected(self.redactor(str(error)), error, closed_by="client"))
             on_error(error)
 
         return reported
@@ -348,7 +348,7 @@ class _Core:
             attempt.ready = False
             if not attempt.reported and not attempt.ended:
                 attempt.reported = True
-                self.emit(Disconnected("closed by the subscriber"))
+                self.emit(Disconnected("closed by the subscriber", closed_by="client"))
         self.emit(Failed(error))
         self.changed.set()
 

@@ -26,8 +26,8 @@ from reactivex.disposable import Disposable
 from ._redact import Redactor
 from ._signal import OpenSignal, claim_open_signal
 from .codec import parse_json
-from .errors import ConnectionFailed, NoRunningLoop, ParseError, RxwsError
-from .events import Connected, Connecting, Disconnected, Event
+from .errors import ConnectionFailed, ConnectionLost, NoRunningLoop, ParseError, RxwsError
+from .events import ClosedBy, Connected, Connecting, Disconnected, Event
 from .transports import Link, Transport, get_transport
 from .transports.websockets import connection_is_open, send_on
 
@@ -221,17 +221,22 @@ class _Session:
                 raise
             finally:
                 if cancelled:
-                    self._event(Disconnected("closed by the subscriber"))
+                    self._event(Disconnected("closed by the subscriber", closed_by="client"))
         if self.failed_in_burst:
             self._burst_over()
         if outcome is None:
             log.debug("%s closed normally", self.shown)
-            self._event(Disconnected("closed normally by the server"))
+            self._event(Disconnected("closed normally by the server", closed_by="server"))
             observer.on_completed()
         else:
             reason = self.redactor(str(outcome))
             log.debug("connection to %s ended: %s", self.shown, reason)
-            self._event(Disconnected(reason, outcome))
+            by: ClosedBy = (
+                "server"
+                if isinstance(outcome, ConnectionLost) and outcome.code is not None
+                else "network"
+            )
+            self._event(Disconnected(reason, outcome, closed_by=by))
             observer.on_error(outcome)
 
 
