@@ -18,9 +18,12 @@ stream).
 
 Inside a running loop it subscribes with an ``AsyncIOScheduler`` for that loop, so
 time-based operators upstream (``buffer_with_time``, ``interval``, ``debounce``) run on
-the loop rather than on a timer thread. Items, errors and completion pushed from another
-thread are handed to the loop with ``call_soon_threadsafe``; those pushed on the loop's
-own thread go straight into the buffer (one thread-identity check).
+the loop rather than on a timer thread. Items may still come from another thread (an
+operator given a scheduler of its own): they are appended to the buffer where they
+arrive (``deque.append`` is atomic and keeps their order), and what else must happen
+(waking the consumer, a drop, an error, the completion) is handed to the loop with
+``call_soon_threadsafe``. An item costs no thread check unless the buffer is full or
+the consumer is waiting.
 
 :func:`from_async_iterable` turns an async iterable into an Observable whose every
 subscription iterates it in a task on the running loop.
@@ -166,45 +169,52 @@ class _Sink(Generic[T]):
         self.done = False
         self.error: BaseException | None = None
         self.subscription: abc.DisposableBase | None = None
-        # The consumer's loop and its thread. Calls from any other thread are handed
-        # over to the loop, so the state here only ever changes on the loop's thread.
-        # No loop yet for a stream made outside one: its consumer's first wait sets it.
+        # The consumer's loop and its thread. Another thread only ever appends to the
+        # buffer (deque.append is atomic, and keeps the order); everything else it would
+        # do (wake the consumer, drop, end) is handed over to the loop. No loop yet for a
+        # stream made outside one: its consumer's first wait sets it.
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = get_ident()
 
     def hand_over(self, call: Callable[..., None], *args: Any) -> bool:
-        """Run ``call(*args)`` on the consumer's loop (from another thread).
+        """Run ``call(*args)`` on the consumer's loop, when called from another thread.
 
         Returns:
-            False when no loop is known yet: the caller then runs it where it is.
+            False on the loop's thread, or when no loop is known yet: the caller then
+            runs it itself, where it is.
         """
         loop = self.loop
-        if loop is None:
+        if loop is None or get_ident() == self.thread:
             return False
         try:
             loop.call_soon_threadsafe(call, *args)
         except RuntimeError:  # the loop is closed: nobody can read the stream any more
-            log.debug("an item for an AsyncStream arrived after its loop closed; ignored")
+            log.debug("an AsyncStream's loop is closed; a late call from a thread is ignored")
         return True
 
-    # Hot path: called once per item, inside the upstream's on_next.
+    # Hot path: called once per item, inside the upstream's on_next. Nothing here but
+    # the append runs until the buffer is full or a consumer waits, on any thread.
     def on_next(self, item: T) -> None:
-        if get_ident() != self.thread and self.hand_over(self.on_next, item):
-            return
         buffer = self.buffer
         if len(buffer) < self.limit:
             buffer.append(item)
             waiter = self.waiter
-            if waiter is not None:
-                self.waiter = None
-                if not waiter.done():
-                    waiter.set_result(None)
+            if waiter is not None:  # the consumer waits for this item: wake it
+                if get_ident() == self.thread:
+                    self.waiter = None
+                    if not waiter.done():
+                        waiter.set_result(None)
+                elif not self.hand_over(self.wake):
+                    self.wake()
         else:
             self._full(item)
 
     def _full(self, item: T) -> None:
         if self.done or self.limit < 0:
             return  # ended or closed: late items (during a synchronous subscribe) go nowhere
+        if self.loop is not None and get_ident() != self.thread:
+            self._full_elsewhere(item)
+            return
         overflow = self.overflow
         if overflow == "error":
             self._overflowed()
@@ -216,8 +226,31 @@ class _Sink(Generic[T]):
             buffer.append(item)
         # "drop_newest": the item is not kept; it was counted above.
 
+    def _full_elsewhere(self, item: T) -> None:
+        """:meth:`_full` on another thread than the loop's, which pops from the buffer."""
+        overflow = self.overflow
+        if overflow == "drop_oldest":
+            self.buffer.append(item)  # in order; the loop trims the oldest
+            self.hand_over(self._trim)
+        elif overflow == "drop_newest":
+            self.hand_over(self._count_dropped, 1)
+        else:  # "error": no more items from now on; the loop fails the stream
+            self.limit = -1
+            self.hand_over(self._overflowed)
+
+    def _trim(self) -> None:
+        """``drop_oldest`` for items appended by another thread: back to ``maxsize``."""
+        buffer = self.buffer
+        excess = len(buffer) - self.maxsize
+        if excess > 0 and self.limit >= 0:
+            for _ in range(excess):
+                buffer.popleft()
+            self._count_dropped(excess)
+
     def _overflowed(self) -> None:
         """``overflow="error"``: fail now, not after the consumer has read the buffer."""
+        if self.done:
+            return
         buffered = len(self.buffer)
         self.limit = -1
         self.buffer.clear()
@@ -240,14 +273,12 @@ class _Sink(Generic[T]):
             counter.dropped += count
 
     def on_error(self, error: Exception) -> None:
-        if get_ident() != self.thread and self.hand_over(self.on_error, error):
-            return
-        self._end(error)
+        if not self.hand_over(self._end, error):
+            self._end(error)
 
     def on_completed(self) -> None:
-        if get_ident() != self.thread and self.hand_over(self.on_completed):
-            return
-        self._end(None)
+        if not self.hand_over(self._end, None):
+            self._end(None)
 
     def _end(self, error: BaseException | None) -> None:
         if self.done:
@@ -427,7 +458,9 @@ class AsyncStream(AsyncIterator[T]):
                 sink.thread = get_ident()
             waiter: asyncio.Future[None] = loop.create_future()
             sink.waiter = waiter
-            if buffer or sink.done:  # pushed by another thread before the loop was known
+            # Another thread may have appended after the check above and before it saw
+            # the waiter: look again (the waiter set first, so one of the two sees it).
+            if buffer or sink.done:
                 sink.waiter = None
                 continue
             try:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import reactivex
 from reactivex import operators as op
-from reactivex.scheduler import TimeoutScheduler
+from reactivex.scheduler import NewThreadScheduler, TimeoutScheduler
 from reactivex.subject import Subject
 from support import CountingSource
 from websockets.asyncio.server import ServerConnection, serve
@@ -423,6 +423,29 @@ async def test_items_errors_and_completion_from_other_threads_reach_the_loop() -
             if item % 50 == 0:
                 await asyncio.sleep(0.01)
     assert got == list(range(200))
+
+
+@pytest.mark.parametrize(
+    ("overflow", "kept"), [("drop_oldest", list(range(45, 50))), ("drop_newest", list(range(5)))]
+)
+async def test_drop_policies_hold_for_items_from_another_thread(
+    overflow: Any, kept: list[int]
+) -> None:
+    # Fifty items pushed from a thread of reactivex's into a buffer of five, unread.
+    source = reactivex.from_iterable(range(50), scheduler=NewThreadScheduler())
+    stream = source.pipe(to_async_iterable(maxsize=5, overflow=overflow))
+    await wait_until(lambda: stream._sink.done)
+    assert stream.dropped == 45
+    assert await collect(stream) == kept
+
+
+async def test_overflow_error_from_another_thread_fails_at_once() -> None:
+    source = reactivex.from_iterable(range(50), scheduler=NewThreadScheduler())
+    stream = source.pipe(to_async_iterable(maxsize=5))
+    await wait_until(lambda: stream._sink.done)
+    assert len(stream) == 0 and stream.dropped == 6
+    with pytest.raises(rxws.StreamOverflow):
+        await stream.__anext__()
 
 
 # ---------------------------------------------------------------------- errors and completion
