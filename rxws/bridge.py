@@ -334,11 +334,12 @@ class AsyncStream(AsyncIterator[T]):
     Made inside a running loop, it subscribes with an ``AsyncIOScheduler`` for that
     loop: time-based operators upstream (``buffer_with_time``, ``interval``) run on the
     loop, not on a timer thread, unless given a scheduler of their own. Items, errors
-    and completion may come from any thread: those from another thread are handed to
-    the loop with ``call_soon_threadsafe``. The stream can also be made outside a
-    running loop (a synchronous source fills it right away, with no scheduler); the loop
-    is looked up when the consumer first has to wait, and only from then on are other
-    threads' items handed over. Close it from the loop's thread.
+    and completion may come from any thread: another thread's items are appended in
+    order, and waking the consumer, drops, errors and completion are handed to the loop
+    with ``call_soon_threadsafe``. The stream can also be made outside a running loop (a
+    synchronous source fills it right away, with no scheduler); the loop is looked up
+    when the consumer first has to wait, and only from then on is anything handed over.
+    Close it from the loop's thread.
 
     Args:
         source: The Observable to subscribe to.
