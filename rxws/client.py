@@ -25,7 +25,6 @@ import logging
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from types import TracebackType
 from typing import Any
 
 import reactivex
@@ -36,6 +35,7 @@ from reactivex.subject import Subject
 
 from . import ops
 from ._redact import Redactor
+from ._resource import AsyncResource
 from ._shards import ConnectionStats, Topics
 from .backoff import Backoff
 from .bridge import count_drops_in
@@ -47,7 +47,15 @@ from .limits import Limits
 from .ops._common import check_seconds
 from .protocols import Subscriptions
 from .router import Router
-from .source import OnOpen, UrlSource, connect, connection_is_open, describe_url, send_on
+from .source import (
+    OnOpen,
+    UrlSource,
+    check_connect,
+    connect,
+    connection_is_open,
+    describe_url,
+    send_on,
+)
 from .transports import Transport
 
 __all__ = ["ClientStats", "ConnectionStats", "WebSocketClient"]
@@ -545,7 +553,7 @@ def _abandon(core: _Core, router: Router[Any]) -> None:
         core.finish()
 
 
-class WebSocketClient:
+class WebSocketClient(AsyncResource):
     """A hot, reconnecting, optionally rotating websocket feed with filtered streams.
 
     Args:
@@ -623,8 +631,8 @@ class WebSocketClient:
         timeout = check_seconds("send_timeout", send_timeout)
         assert timeout is not None
         idle = check_seconds("idle_timeout", idle_timeout, allow_none=True)
-        # Checks the URL and the transport now (ValueError), not at the first connect.
-        connect(url, parse=parse, transport=transport, **connect_kwargs)
+        # The URL, the transport and its options are checked now, not at the first connect.
+        check_connect(url, transport, connect_kwargs)
 
         self._shown = describe_url(url)
         self._serialize = serialize
@@ -635,7 +643,6 @@ class WebSocketClient:
         self.stats: ClientStats = core.stats
         """The client's counters (shared, live)."""
         self._keepalive: abc.DisposableBase | None = None
-        self._closed: asyncio.Event | None = None  # set once close() has finished
 
         self._topics: Topics | None = None
         if subscriptions is None:
@@ -665,18 +672,6 @@ class WebSocketClient:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def __aenter__(self) -> WebSocketClient:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     async def start(self) -> None:
         """Connect and keep the feed up until :meth:`close`, with or without subscribers.
 
@@ -688,6 +683,9 @@ class WebSocketClient:
         Raises:
             StreamClosed: The client was closed.
         """
+        await super().start()
+
+    async def _start(self) -> None:
         self.start_now()
 
     def start_now(self) -> None:
@@ -713,12 +711,11 @@ class WebSocketClient:
         up to a second. Then every stream completes, a :meth:`send` that waits raises
         :class:`rxws.StreamClosed`, the connections are closed and their tasks have
         ended by the time this returns; :attr:`status` and :attr:`errors` complete.
-        A second call waits for the first to finish.
+        A second call waits for the first to finish. The same as :meth:`aclose`.
         """
-        if self._closed is not None:
-            await self._closed.wait()
-            return
-        done = self._closed = asyncio.Event()
+        await self.aclose()
+
+    async def _aclose(self) -> None:
         core = self._core
         try:
             if core.sends:
@@ -732,7 +729,6 @@ class WebSocketClient:
             await asyncio.sleep(0)
         finally:
             core.finish()
-            done.set()
 
     def __del__(self) -> None:
         core: _Core | None = getattr(self, "_core", None)
@@ -748,11 +744,6 @@ class WebSocketClient:
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop is closing
                 loop.call_soon(_abandon, core, self._router)
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed is not None
 
     def __repr__(self) -> str:
         core = self._core

@@ -34,6 +34,7 @@ from .transports.websockets import connection_is_open, send_on
 __all__ = [
     "OnOpen",
     "UrlSource",
+    "check_connect",
     "connect",
     "connection_is_open",
     "describe_url",
@@ -246,6 +247,28 @@ def _task_done(task: asyncio.Task[None]) -> None:
         log.error("a connection task failed", exc_info=task.exception())
 
 
+def check_connect(
+    url: UrlSource, transport: str | Transport, connect_kwargs: dict[str, Any]
+) -> tuple[Transport, dict[str, Any], Redactor]:
+    """Check what :func:`connect` is given, as it does when called.
+
+    Returns:
+        The transport, the options it opens connections with, and the redactor for
+        this URL and its headers.
+
+    Raises:
+        ValueError: ``url`` is neither a ws/wss URL nor a callable, or an option is
+            one the transport cannot honour.
+        TypeError: ``transport`` is neither a name nor a transport.
+    """
+    _check_url(url)
+    chosen = get_transport(transport)
+    redactor = Redactor(
+        url if isinstance(url, str) else None, connect_kwargs.get("additional_headers")
+    )
+    return chosen, chosen.prepare(connect_kwargs, redactor), redactor
+
+
 def connect(
     url: UrlSource,
     *,
@@ -288,12 +311,7 @@ def connect(
     Example:
         >>> source = connect("wss://stream.example.com/ws")  # nothing happens yet
     """
-    _check_url(url)
-    chosen = get_transport(transport)
-    redactor = Redactor(
-        url if isinstance(url, str) else None, connect_kwargs.get("additional_headers")
-    )
-    options = chosen.prepare(connect_kwargs, redactor)
+    chosen, options, redactor = check_connect(url, transport, connect_kwargs)
 
     def subscribe(
         observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
