@@ -121,6 +121,7 @@ def test_the_sharding_benchmark_reports_throughput_and_subscribe_time(tmp_path: 
         assert report["runs"][mode][0]["received"] == 3000
     assert summary["raw"]["x_raw"] == 1.0
     assert summary["raw-conns"]["connections"] == 3
+    assert summary["shard"]["x_raw_per_round"] == [pytest.approx(summary["shard"]["x_raw"])]
 
     # 300 topics at 100 a connection: 3 connections, 3 SUBSCRIBEs of at most 40 each.
     for mode in ("shard", "shard-json@picows"):
