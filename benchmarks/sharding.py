@@ -73,7 +73,6 @@ from run import (
     median_of as median,
 )
 
-HERE = Path(__file__).resolve().parent
 SCRIPT = Path(__file__).resolve()
 
 clock = time.perf_counter
