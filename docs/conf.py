@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ import rxws  # noqa: E402
 
 project = "rxws"
 author = "rxws contributors"
-copyright = "rxws contributors"  # noqa: A001
+copyright = "rxws contributors"
 release = rxws.__version__
 version = ".".join(release.split(".")[:2])
 
@@ -193,13 +194,49 @@ def _check_complete(app: Any, env: Any) -> None:
             obj = getattr(module, name)
             if full in entries or id(obj) in documented:
                 continue
-            if isinstance(obj, type(sys)):  # a submodule: documented on its own page
-                if obj.__name__ in entries:
-                    continue
+            if isinstance(obj, type(sys)) and obj.__name__ in entries:
+                continue  # a submodule, documented on its own page
             logger.warning("the API reference does not document %s", full)
 
 
+# napoleon reads the first line of an attribute's or property's docstring as
+# ``type: description``, so "Non-fatal errors: ParseError, ..." or "A ws:// URL" would
+# show a made-up type. rxws writes those docstrings as plain prose: keep them as written.
+_PROSE_KINDS = ("attribute", "property", "data")
+_prose: dict[str, list[str]] = {}
+
+
+def _keep_prose(app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
+    if what in _PROSE_KINDS:
+        _prose[name] = list(lines)
+
+
+def _restore_prose(
+    app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    kept = _prose.pop(name, None)
+    if kept is not None:
+        lines[:] = kept
+
+
+# Marble diagrams and trees are literal blocks (``::``) like code examples; Python
+# highlighting would colour their dashes and hashes as if they were code.
+_DIAGRAM = re.compile(r"[─├└│]|^\s*[a-z][\w ]*:\s+[-^]", re.MULTILINE)
+
+
+def _plain_diagrams(app: Any, doctree: Any) -> None:
+    from docutils import nodes
+
+    for block in doctree.findall(nodes.literal_block):
+        if block.get("language") in (None, "default") and _DIAGRAM.search(block.astext()):
+            block["language"] = "none"
+
+
 def setup(app: Any) -> dict[str, Any]:
+    """Hook the alias resolution, the completeness check and the prose fix into the build."""
+    app.connect("autodoc-process-docstring", _keep_prose, priority=400)  # before napoleon
+    app.connect("autodoc-process-docstring", _restore_prose, priority=600)  # after it
+    app.connect("doctree-read", _plain_diagrams)
     app.connect("missing-reference", _resolve_alias)
     app.connect("env-check-consistency", _check_complete)
     return {"parallel_read_safe": True}
