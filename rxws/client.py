@@ -24,7 +24,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
@@ -36,16 +36,20 @@ from reactivex.subject import Subject
 
 from . import ops
 from ._redact import Redactor
+from ._shards import ConnectionStats, Topics
 from .backoff import Backoff
 from .codec import dump_json, parse_json
 from .errors import ConnectionLost, IdleTimeout, NotConnected, ParseError, StreamClosed
 from .events import Connected, Connecting, Disconnected, Event, Failed, Retrying, Rotated
 from .filters import Filters
+from .limits import Limits
 from .ops._common import check_seconds
+from .protocols import Subscriptions
 from .router import Router
 from .source import OnOpen, UrlSource, connect, connection_is_open, describe_url, send_on
+from .transports import Transport
 
-__all__ = ["ClientStats", "WebSocketClient"]
+__all__ = ["ClientStats", "ConnectionStats", "WebSocketClient"]
 
 log = logging.getLogger("rxws.client")
 
@@ -66,6 +70,8 @@ class ClientStats:
         parse_errors: Frames skipped because they failed to parse.
         dropped: Messages dropped by bounded buffers on the way to consumers.
         connections: Connections opened (``on_open`` completed).
+        per_connection: With ``subscriptions=``, one :class:`ConnectionStats` per
+            connection (topics, messages, reconnects, rotations, rejected topics).
     """
 
     messages: int = 0
@@ -74,6 +80,7 @@ class ClientStats:
     parse_errors: int = 0
     dropped: int = 0
     connections: int = 0
+    per_connection: list[ConnectionStats] = field(default_factory=list)
 
 
 def _direct_on_next(observer: abc.ObserverBase[Any]) -> Callable[[Any], None]:
@@ -117,9 +124,11 @@ class _Multiplexed:
 class _Attempt:
     """One subscription of the source: one connection attempt and its connection."""
 
-    __slots__ = ("conn", "ended", "ready", "reported", "sent", "task")
+    __slots__ = ("conn", "ended", "on_end", "ready", "reported", "sent", "shard", "task")
 
-    def __init__(self) -> None:
+    def __init__(self, shard: int | None = None) -> None:
+        self.shard = shard  # which connection of a sharded client (None: not sharded)
+        self.on_end: Callable[[], None] | None = None  # called once its connection ended
         self.task: asyncio.Task[Any] | None = None  # the connection's task, once it runs
         self.conn: Any = None
         self.ready = False  # open and past on_open and the multiplex subscriptions
@@ -186,14 +195,17 @@ class _Core:
                 raise NotConnected(timeout) from None
 
     def source(
-        self, make: Callable[[_Attempt], Observable[Any]], idle: float | None
+        self,
+        make: Callable[[_Attempt], Observable[Any]],
+        idle: float | None,
+        shard: int | None = None,
     ) -> Observable[Any]:
         """Each subscription: one attempt with its own connection and idle timer."""
 
         def subscribe(
             observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            attempt = _Attempt()
+            attempt = _Attempt(shard)
             feed = make(attempt)
             on_error: Callable[[Exception], None] = observer.on_error
             if idle is not None:
@@ -219,7 +231,7 @@ class _Core:
                 attempt.ready = False
                 if not attempt.reported and not attempt.ended:
                     attempt.reported = True
-                    self.emit(Disconnected(self.redactor(str(error)), error))
+                    self.emit(Disconnected(self.redactor(str(error)), error, closed_by="client"))
             on_error(error)
 
         return reported
@@ -228,6 +240,11 @@ class _Core:
         attempt.conn = conn
         if self.user_on_open is not None:
             await self.user_on_open(conn)
+        if attempt.shard:  # multiplex messages go on a sharded client's connection 0
+            attempt.ready = True
+            self.stats.connections += 1
+            self.changed.set()
+            return
         sent = attempt.sent
         # Entries added while this awaits are picked up by the next pass.
         while True:
@@ -253,6 +270,9 @@ class _Core:
             attempt.ended = True
             attempt.ready = False
             attempt.sent.clear()
+            on_end, attempt.on_end = attempt.on_end, None
+            if on_end is not None:
+                on_end()
             if attempt.reported:
                 return
             attempt.reported = True
@@ -271,7 +291,7 @@ class _Core:
             return
         for attempt in self.attempts:
             # Connections still in on_open send it themselves once they are ready.
-            if attempt.ready and connection_is_open(attempt.conn):
+            if not attempt.shard and attempt.ready and connection_is_open(attempt.conn):
                 attempt.sent.add(entry)
                 self.send_soon(attempt.conn, entry.subscribe_frame)
 
@@ -328,7 +348,7 @@ class _Core:
             attempt.ready = False
             if not attempt.reported and not attempt.ended:
                 attempt.reported = True
-                self.emit(Disconnected("closed by the subscriber"))
+                self.emit(Disconnected("closed by the subscriber", closed_by="client"))
         self.emit(Failed(error))
         self.changed.set()
 
@@ -378,6 +398,132 @@ class _Core:
                 log.exception("a subscriber of the client raised on completion; ignored")
 
 
+def _pipeline(
+    core: _Core,
+    url: UrlSource,
+    shard: tuple[Topics, int] | None,
+    parse: Callable[[Any], Any] | None,
+    transport: str | Transport,
+    connect_kwargs: dict[str, Any],
+    idle: float | None,
+    backoff: Backoff | None,
+    max_attempts: int | None,
+    rotate_every: float | None,
+    rotate_when: Observable[Any] | Callable[[], Awaitable[Any]] | None,
+    dedupe: Callable[[Any], Any] | bool | None,
+    overlap_timeout: float,
+) -> Observable[Any]:
+    """One connection's pipeline: connect, idle timeout, rotation, reconnect.
+
+    With ``shard`` (a sharded client's topics and this connection's index), every new
+    connection subscribes the shard's topics in its ``on_open``, events carry the
+    index, and the connection is rotated before the server's lifetime ends.
+    """
+    index = None if shard is None else shard[1]
+
+    def emit(event: Event) -> None:
+        if shard is not None:
+            event = replace(event, connection=shard[1])
+            shard[0].count(shard[1], event)
+        core.emit(event)
+
+    def make(attempt: _Attempt) -> Observable[Any]:
+        async def on_open_(conn: Any) -> None:
+            await core.on_open(attempt, conn)
+            if shard is not None:
+                attempt.on_end = await shard[0].on_open(shard[1], conn)
+
+        def on_event(event: Event) -> None:
+            if shard is not None:
+                event = replace(event, connection=index)
+                if isinstance(event, Disconnected):
+                    shard[0].on_lost(shard[1], event.error)
+            core.on_connection_event(attempt, event)
+
+        return connect(
+            url,
+            parse=parse,
+            on_open=on_open_,
+            on_event=on_event,
+            on_error=core.on_nonfatal,
+            transport=transport,
+            **connect_kwargs,
+        )
+
+    feed = core.source(make, idle, index)
+    every = rotate_every
+    if shard is not None:
+        lifetime = shard[0].lifetime_rotation(shard[1])
+        if lifetime is not None:
+            every = lifetime if every is None else min(every, lifetime)
+        if dedupe is None:
+            dedupe = shard[0].identity
+    if every is not None or rotate_when is not None:
+        feed = feed.pipe(
+            ops.rotate(
+                every=every,
+                when=rotate_when,
+                dedupe=dedupe,
+                overlap_timeout=overlap_timeout,
+                backoff=backoff,
+                on_event=emit,
+                on_error=core.on_nonfatal,
+            )
+        )
+    return feed.pipe(
+        ops.reconnect(
+            backoff if backoff is not None else Backoff(),
+            max_attempts=max_attempts,
+            on_complete="reconnect",
+            on_event=emit,
+        )
+    )
+
+
+def _topics_for(
+    subscriptions: Subscriptions,
+    limits: Limits | None,
+    serialize: Callable[[Any], str | bytes],
+    core: _Core,
+) -> Topics:
+    if not isinstance(subscriptions, Subscriptions):
+        raise TypeError(
+            "subscriptions must be a protocol such as rxws.protocols.Binance() or "
+            f"rxws.protocols.JsonSubscriptions(...), got {type(subscriptions).__name__}"
+        )
+    if limits is not None and not isinstance(limits, Limits):
+        raise TypeError(f"limits must be an rxws.Limits, got {type(limits).__name__}")
+    return Topics(
+        subscriptions,
+        subscriptions.limits.merge(limits),
+        lambda frame: _frame(frame, serialize),
+        core.on_nonfatal,
+    )
+
+
+def _budgeted(url: UrlSource, topics: Topics) -> Callable[[], Awaitable[Any]]:
+    """``url`` as an async callable that waits for the host's connection budget."""
+    protocol = topics.protocol
+
+    async def url_() -> Any:
+        got = url if isinstance(url, str) else await url()
+        if not isinstance(got, str):
+            return got  # an open connection: no attempt of ours to budget
+        target = protocol.url(got)
+        budget = topics.budget(target)
+        if budget is not None:
+            loop = asyncio.get_running_loop()
+            delay = budget.delay(loop.time())
+            while delay > 0:
+                log.info("connection budget for this host spent; next attempt in %.3g s", delay)
+                await asyncio.sleep(delay)
+                delay = budget.delay(loop.time())
+            budget.take(loop.time())
+        return target
+
+    return url_
+
+
 def _abandon(core: _Core, router: Router[Any]) -> None:
     """Shut down the feed of a client that was garbage-collected unclosed."""
     try:
@@ -413,6 +559,12 @@ class WebSocketClient:
             (``None``: never); the client then emits ``Failed`` on :attr:`status`.
         send_timeout: How long :meth:`send` waits for a connection by default.
         overlap_timeout: Longest overlap of two connections during a rotation.
+        subscriptions: A topic protocol (:class:`rxws.protocols.Binance`,
+            :class:`rxws.protocols.JsonSubscriptions`, ...): the client then speaks in
+            topics (:meth:`topic`) and spreads them over as many connections as the
+            limits require, pacing frames and connection attempts and rotating each
+            connection before the server's lifetime ends.
+        limits: Overrides of the protocol's :class:`rxws.Limits`.
         transport: Which transport carries the connections (``"websockets"``).
         **connect_kwargs: Passed to ``websockets.asyncio.client.connect``.
 
@@ -443,7 +595,9 @@ class WebSocketClient:
         max_attempts: int | None = None,
         send_timeout: float = 10.0,
         overlap_timeout: float = 10.0,
-        transport: str = "websockets",
+        subscriptions: Subscriptions | None = None,
+        limits: Limits | None = None,
+        transport: str | Transport = "websockets",
         **connect_kwargs: Any,
     ) -> None:
         for name, value in (("parse", parse), ("on_open", on_open)):
@@ -470,41 +624,28 @@ class WebSocketClient:
         self._keepalive: abc.DisposableBase | None = None
         self._closed: asyncio.Event | None = None  # set once close() has finished
 
-        def make(attempt: _Attempt) -> Observable[Any]:
-            async def on_open_(conn: Any) -> None:
-                await core.on_open(attempt, conn)
-
-            return connect(
-                url,
-                parse=parse,
-                on_open=on_open_,
-                on_event=lambda event: core.on_connection_event(attempt, event),
-                on_error=core.on_nonfatal,
-                transport=transport,
-                **connect_kwargs,
-            )
-
-        feed = core.source(make, idle)
-        if rotate_every is not None or rotate_when is not None:
-            feed = feed.pipe(
-                ops.rotate(
-                    every=rotate_every,
-                    when=rotate_when,
-                    dedupe=dedupe,
-                    overlap_timeout=overlap_timeout,
-                    backoff=backoff,
-                    on_event=core.emit,
-                    on_error=core.on_nonfatal,
+        self._topics: Topics | None = None
+        if subscriptions is None:
+            if limits is not None:
+                raise ValueError(
+                    "limits= needs subscriptions= (a protocol such as rxws.protocols.Binance())"
                 )
-            )
-        feed = feed.pipe(
-            ops.reconnect(
-                backoff if backoff is not None else Backoff(),
-                max_attempts=max_attempts,
-                on_complete="reconnect",
-                on_event=core.emit,
-            )
-        )
+            feed = _pipeline(
+                core, url, None, parse, transport, connect_kwargs, idle, backoff, max_attempts,
+                rotate_every, rotate_when, dedupe, overlap_timeout,
+            )  # fmt: skip
+        else:
+            topics = self._topics = _topics_for(subscriptions, limits, serialize, core)
+            core.stats.per_connection = topics.stats
+
+            def pipeline(index: int) -> Observable[Any]:
+                return _pipeline(
+                    core, _budgeted(url, topics), (topics, index), parse, transport,
+                    connect_kwargs, idle, backoff, max_attempts, rotate_every, rotate_when,
+                    dedupe, overlap_timeout,
+                )  # fmt: skip
+
+            feed = topics.observable(pipeline)
         self._router: Router[Any] = Router(core.guarded(feed), on_subscriber_error=core.on_nonfatal)
         self.messages: Observable[Any] = self._router.stream(None)
         """Every message of the feed (hot)."""
@@ -694,6 +835,63 @@ class WebSocketClient:
             def dispose() -> None:
                 inner.dispose()
                 core.multiplex_left(entry)
+
+            return Disposable(dispose)
+
+        return reactivex.create(subscribe)
+
+    def topic(self, name: str) -> Observable[Any]:
+        """The messages of one topic, on a client given ``subscriptions=``.
+
+        Reference counted across every caller: the first subscriber subscribes the
+        topic on the server (on a connection with room for it, opening one when all
+        are full), the last one leaving unsubscribes it; the same topic asked for
+        twice is one server-side subscription. Subscribers get the protocol's
+        ``payload`` of each message (for Binance: its ``data``). A topic the server
+        refuses errors with :class:`rxws.SubscriptionRejected`; other topics go on.
+
+        Args:
+            name: The topic, as the protocol names it (``"btcusdt@trade"``).
+
+        Returns:
+            A hot, reference-counted Observable.
+
+        Raises:
+            TypeError: ``name`` is not a non-empty string.
+            ValueError: The client was made without ``subscriptions=``.
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a topic is a non-empty string, got {name!r}")
+        topics = self._topics
+        if topics is None:
+            raise ValueError(
+                "topic() needs a client made with subscriptions= (for example "
+                "rxws.protocols.Binance()); use multiplex() or stream() otherwise"
+            )
+        core = self._core
+        router = self._router
+
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            if core.closing:
+                observer.on_completed()
+                return Disposable()
+            if core.failed is not None:
+                observer.on_error(core.failed)
+                return Disposable()
+            topics.acquire(name, observer)
+            try:
+                hold = router.connect(
+                    on_error=observer.on_error, on_completed=observer.on_completed
+                )
+            except BaseException:
+                topics.release(name, observer)
+                raise
+
+            def dispose() -> None:
+                topics.release(name, observer)
+                hold.dispose()
 
             return Disposable(dispose)
 

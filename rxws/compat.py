@@ -75,6 +75,7 @@ log = logging.getLogger("rxws.compat")
 
 Handler = Callable[[Any], Any]
 
+
 def _redact_tokens(text: str) -> str:
     # Listen keys, tokens: long runs of URL-safe characters (Binance's keys are 60 long).
     return Redactor()(redact_tokens(text))

@@ -223,7 +223,8 @@ def test_when_async_callable_needs_a_running_loop() -> None:
     reactivex.never().pipe(rotate(when=never)).subscribe(
         on_error=errors.append, scheduler=scheduler
     )
-    assert errors and "running asyncio loop" in str(errors[0])
+    assert errors and isinstance(errors[0], rxws.NoRunningLoop)
+    assert "subscribe from inside the loop" in str(errors[0])
 
 
 # ---------------------------------------------------------------------------- virtual time
