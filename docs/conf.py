@@ -121,6 +121,7 @@ PUBLIC_MODULES = [
     "rxws.limits",
     "rxws.nats",
     "rxws.compat",
+    "rxws.transports",
 ]
 
 
