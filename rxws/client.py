@@ -38,6 +38,7 @@ from . import ops
 from ._redact import Redactor
 from ._shards import ConnectionStats, Topics
 from .backoff import Backoff
+from .bridge import count_drops_in
 from .codec import dump_json, parse_json
 from .errors import ConnectionLost, IdleTimeout, NotConnected, ParseError, StreamClosed
 from .events import Connected, Connecting, Disconnected, Event, Failed, Retrying, Rotated
@@ -340,6 +341,8 @@ class _Core:
             log.exception("a subscriber of client.errors raised; ignored")
 
     def on_fatal(self, error: Exception) -> None:
+        if self.failed is not None or self.closing:
+            return
         self.failed = error
         log.error("%s gave up: %s", self.shown, error)
         # Connections the ending feed let go of are still closing: report them now, so
@@ -353,7 +356,11 @@ class _Core:
         self.changed.set()
 
     def guarded(self, feed: Observable[Any]) -> Observable[Any]:
-        """``feed`` counted; a closed or failed client subscribes nothing."""
+        """``feed`` counted, its end recorded; a closed or failed client subscribes nothing.
+
+        The feed ends in an error only when it gave up: that is recorded here (``Failed``,
+        ``failed``) before the streams hear of it, whether or not :meth:`start` was called.
+        """
         stats = self.stats
 
         def subscribe(
@@ -371,9 +378,11 @@ class _Core:
                 stats.messages += 1
                 deliver(msg)
 
-            return feed.subscribe(
-                count, observer.on_error, observer.on_completed, scheduler=scheduler
-            )
+            def gave_up(error: Exception) -> None:
+                self.on_fatal(error)
+                observer.on_error(error)
+
+            return feed.subscribe(count, gave_up, observer.on_completed, scheduler=scheduler)
 
         return reactivex.create(subscribe)
 
@@ -524,6 +533,10 @@ def _budgeted(url: UrlSource, topics: Topics) -> Callable[[], Awaitable[Any]]:
     return url_
 
 
+def _recorded(error: Exception) -> None:
+    """``on_error`` of the :meth:`WebSocketClient.start` hold: ``_Core.guarded`` saw it."""
+
+
 def _abandon(core: _Core, router: Router[Any]) -> None:
     """Shut down the feed of a client that was garbage-collected unclosed."""
     try:
@@ -647,7 +660,7 @@ class WebSocketClient:
 
             feed = topics.observable(pipeline)
         self._router: Router[Any] = Router(core.guarded(feed), on_subscriber_error=core.on_nonfatal)
-        self.messages: Observable[Any] = self._router.stream(None)
+        self.messages: Observable[Any] = count_drops_in(self._router.stream(None), core.stats)
         """Every message of the feed (hot)."""
 
     # ------------------------------------------------------------------ lifecycle
@@ -690,7 +703,8 @@ class WebSocketClient:
         loop = asyncio.get_running_loop()
         if self._keepalive is None:
             core.loop = loop
-            self._keepalive = self._router.connect(on_error=core.on_fatal)
+            # The feed's end is recorded by core.guarded, for streams and this hold alike.
+            self._keepalive = self._router.connect(on_error=_recorded)
 
     async def close(self) -> None:
         """Close every connection and stop; safe to call more than once.
@@ -786,12 +800,13 @@ class WebSocketClient:
             filters: A list of dicts (OR of ANDs); ``None`` or ``[]`` for everything.
 
         Returns:
-            An Observable; its subscribers share the one connection.
+            An Observable; its subscribers share the one connection. An
+            :class:`rxws.AsyncStream` made from it counts its drops in :attr:`stats`.
 
         Raises:
             TypeError: ``filters`` is not a list of dicts.
         """
-        return self._router.stream(filters)
+        return count_drops_in(self._router.stream(filters), self._core.stats)
 
     def multiplex(
         self, subscribe_msg: Any, unsubscribe_msg: Any, filters: Filters = None
@@ -838,7 +853,7 @@ class WebSocketClient:
 
             return Disposable(dispose)
 
-        return reactivex.create(subscribe)
+        return count_drops_in(reactivex.create(subscribe), core.stats)
 
     def topic(self, name: str) -> Observable[Any]:
         """The messages of one topic, on a client given ``subscriptions=``.

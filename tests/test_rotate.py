@@ -18,6 +18,7 @@ from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposab
 from reactivex.subject import Subject
 from reactivex.testing import TestScheduler
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 import rxws
 from rxws._signal import claim_open_signal
@@ -551,8 +552,11 @@ class ShuffledFeed:
             for ws, rng in list(self.connections.items()):
                 order = frames[:]
                 rng.shuffle(order)
-                for frame in order:
-                    await ws.send(frame)
+                try:
+                    for frame in order:
+                        await ws.send(frame)
+                except ConnectionClosed:
+                    pass  # a connection the client let go of meanwhile
             self.published = {f"S{i}": n for i in range(self.symbols)}
 
 
