@@ -20,8 +20,10 @@ client that spreads topics over several connections (``subscriptions=``), else
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 __all__ = [
+    "ClosedBy",
     "Connected",
     "Connecting",
     "Disconnected",
@@ -30,6 +32,10 @@ __all__ = [
     "Retrying",
     "Rotated",
 ]
+
+
+ClosedBy = Literal["server", "client", "network"]
+"""Who ended a connection (:attr:`Disconnected.closed_by`)."""
 
 
 @dataclass(frozen=True)
@@ -66,11 +72,16 @@ class Disconnected:
         reason: Why, in words (redacted): a close code and reason, or the error.
         error: The exception that ended it, or ``None`` for a normal close or a disposal.
         connection: Which of a sharded client's connections (``None``: the only one).
+        closed_by: Who ended it: ``"server"`` (a close frame from the server, normal or
+            not), ``"client"`` (rxws or its user let go: a rotation, an idle timeout,
+            ``close()``, a disposed subscription) or ``"network"`` (the link broke
+            without a close frame, or no connection could be made).
     """
 
     reason: str
     error: BaseException | None = None
     connection: int | None = None
+    closed_by: ClosedBy = "network"
 
 
 @dataclass(frozen=True)

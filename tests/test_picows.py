@@ -26,9 +26,9 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 import rxws
-from rxws import _picows
 from rxws._redact import Redactor
 from rxws.testing import DemoExchange, Recorder
+from rxws.transports import picows as _picows
 
 needs_picows = pytest.mark.skipif(_picows._picows is None, reason="picows is not installed")
 

@@ -2,7 +2,7 @@
 
 picows (a Cython websocket client for asyncio, ``pip install 'rxws[picows]'``) calls
 a listener for every frame; this module turns those calls into the :class:`Link`
-interface of :mod:`rxws._transport`, so everything above ``rxws.source`` works the
+interface of :mod:`rxws.transports.base`, so everything above ``rxws.source`` works the
 same on either transport. Close codes, refused handshakes, dead links and TLS errors
 map to the same rxws errors as with websockets.
 
@@ -44,14 +44,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from ._redact import RedactingLogger, Redactor, header_items
-from ._transport import FrameHandler, Link, WebsocketsLink, certificate_error
-from .errors import (
+from .._redact import RedactingLogger, Redactor, header_items
+from ..errors import (
     ConnectionFailed,
     ConnectionLost,
     HandshakeRejected,
     TransportUnavailable,
 )
+from .base import FrameHandler, Link, certificate_error
+from .websockets import WebsocketsLink
 
 try:  # the fragment limit websockets applies (it reads WEBSOCKETS_MAX_FRAGMENTS)
     from websockets.asyncio.messages import MAX_FRAGMENTS
@@ -652,6 +653,7 @@ class PicowsTransport:
         return options
 
     async def open(self, url: str, options: dict[str, Any], redactor: Redactor) -> Link:
+        """Open a connection with picows."""
         assert _picows is not None
         shown = redactor.url(url)
         kwargs = picows_options(options, redactor)
@@ -710,4 +712,5 @@ class PicowsTransport:
         return PicowsLink(transport, listener, close_timeout, redactor)
 
     def wrap(self, connection: Any, redactor: Redactor) -> Link:
+        """Adopt a connection someone else opened (a websockets one or a look-alike)."""
         return WebsocketsLink(connection, redactor)
