@@ -110,7 +110,9 @@ def _direct_on_next(observer: abc.ObserverBase[Any]) -> Callable[[Any], None]:
 def _check_timeout(timeout: float | None, default: float) -> float:
     if timeout is None:
         return default
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+    if not timeout >= 0:
         raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
     return float(timeout)
 
