@@ -8,13 +8,28 @@ It composes the layers below into one hot feed::
       .pipe(reconnect(backoff))     resubscribe after any drop
     -> Router                       indexed fan-out: stream(filters), messages
 
-and adds what a long-running service needs around it: ``send`` to the present
-connection, ``multiplex`` subscriptions that are re-sent on every new connection,
-``status`` events, non-fatal ``errors``, ``stats``, and an idempotent ``close``.
+With ``subscriptions=`` there is one such pipeline per connection, and the topics are
+spread over them (:mod:`rxws._shards`).
 
-The pipeline refers only to the client's internal state (``_Core``), never to the
-:class:`WebSocketClient` object itself, so a started client that its owner drops is
-garbage-collected: it warns with a ``ResourceWarning`` and shuts its feed down.
+The hot path, one message, top to bottom (no task, no await, no copy)::
+
+    Link.run -> on_frame              the transport pushes the frame  (rxws.transports)
+      -> parse(frame)                 _Session._frame_handler         (rxws.source)
+      -> rotate's on_next             one test while no rotation runs (rxws.ops._rotate)
+      -> count(msg)                   stats.messages += 1             (_Connections.guarded)
+      -> Router deliverer             FilterIndex lookup, on_next per matching stream
+                                                                      (rxws.router)
+
+Around it, what a long-running service needs: ``send`` to the present connection,
+``multiplex`` subscriptions that are re-sent on every new connection, ``status``
+events, non-fatal ``errors``, ``stats``, and an idempotent ``close``. The client's
+state is in three parts: :class:`_Events` (status, errors, counters),
+:class:`_Multiplex` (server-side subscriptions) and :class:`_Connections` (attempts,
+the present connection, how the feed ends), composed by :class:`_Core`.
+
+The pipeline refers only to ``_Core``, never to the :class:`WebSocketClient` object
+itself, so a started client that its owner drops is garbage-collected: it warns with a
+``ResourceWarning`` and shuts its feed down.
 """
 
 from __future__ import annotations
