@@ -688,8 +688,6 @@ class WebSocketClient(AsyncResource):
         headers = connect_kwargs.get("additional_headers")
         redactor = Redactor(url if isinstance(url, str) else None, headers)
         core = self._core = _Core(self._shown, redactor, on_open)
-        self.stats: ClientStats = core.events.stats
-        """The client's counters (shared, live)."""
         self._keepalive: abc.DisposableBase | None = None
 
         self._topics: Topics | None = None
@@ -717,10 +715,9 @@ class WebSocketClient(AsyncResource):
         self._router: Router[Any] = Router(
             core.connections.guarded(feed), on_subscriber_error=core.events.report
         )
-        self.messages: Observable[Any] = count_drops_in(
+        self._messages: Observable[Any] = count_drops_in(
             self._router.stream(None), core.events.stats
         )
-        """Every message of the feed (hot)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -817,6 +814,16 @@ class WebSocketClient(AsyncResource):
         )
 
     # ------------------------------------------------------------------ streams
+
+    @property
+    def messages(self) -> Observable[Any]:
+        """Every message of the feed (hot; its subscribers share the connections)."""
+        return self._messages
+
+    @property
+    def stats(self) -> ClientStats:
+        """The client's counters (one live object: read it any time)."""
+        return self._core.events.stats
 
     @property
     def status(self) -> Observable[Event]:

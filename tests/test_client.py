@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import logging
+import pydoc
 import socket
 import warnings
 from typing import Any
@@ -713,3 +714,11 @@ async def test_aclose_is_close_and_both_are_idempotent(transport: str) -> None:
         assert closing.done() and client.closed
         await client.aclose()
         await exchange.wait_for(lambda: exchange.open_connections == 0)
+
+
+def test_help_shows_the_clients_public_attributes() -> None:
+    text = pydoc.render_doc(WebSocketClient, renderer=pydoc.plaintext)
+    for name in ("messages", "stats", "status", "errors", "present"):
+        assert f"|  {name}\n" in text, name
+        doc = getattr(WebSocketClient, name).__doc__
+        assert doc and doc.strip(), name
