@@ -7,11 +7,11 @@ import gc
 import json
 import logging
 import pydoc
-import socket
 import warnings
 from typing import Any
 
 import pytest
+from support import dead_port
 
 import rxws
 from rxws import WebSocketClient
@@ -35,12 +35,6 @@ UNSUBSCRIBE = {"method": "UNSUBSCRIBE", "params": ["btcusdt@trade"], "id": 2}
 BTC = [{"s": "BTCUSDT"}]
 SECRET_KEY = "listenKeySECRET123456"
 SECRET_HEADER = "apikeyHEADERSECRET987"
-
-
-def dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def kinds(events: list[Any]) -> list[type]:

@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +20,7 @@ import reactivex
 from nats.aio.client import Client
 from reactivex import operators as ops
 from reactivex.subject import Subject
+from support import until
 
 from rxws import ParseError, WebSocketClient, nats
 from rxws.testing import DemoExchange, FaultProxy, NatsServer, Recorder
@@ -46,16 +47,6 @@ async def nats_env(**options: Any) -> AsyncIterator[tuple[NatsServer, Client]]:
             yield server, nc
         finally:
             await nc.close()
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``predicate`` on the loop until it holds (NATS state has no event to await)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.01)
 
 
 async def subscribed(nc: Client) -> None:
