@@ -9,7 +9,7 @@ subscribe and unsubscribe frames, batched and paced::
       -> Topics.acquire                      first subscriber: plan it on a shard
       -> _Shard (index i)                    one pipeline: connect -> rotate -> reconnect
            -> _Wire per live connection      frames batched (topics_per_frame), paced
-                                             (token bucket), remembered per request id
+                                             (sliding window), remembered per request id
     frames in:  topic_of(msg) -> that topic's subscribers get payload(msg)
                 reply_of(msg) -> a rejection errors the topics of its request
 
@@ -31,21 +31,28 @@ from reactivex.disposable import Disposable
 
 from .errors import ConnectionLost, SubscriptionRejected
 from .events import Event, Retrying, Rotated
-from .limits import Limits, RateBudget, Shards, TokenBucket
+from .limits import Limits, RateBudget, Shards
 from .protocols import Subscriptions, build_requests
 
 __all__ = ["ConnectionStats", "Topics"]
 
 log = logging.getLogger("rxws.client")
 
-# Pace frames a little under the server's rate: it counts on its own clock, and pings
-# and pongs count too.
-_RATE_HEADROOM = 0.8
+# Frames are paced by a sliding window a little stricter than the server's: at most
+# 80 % of its rate (rounded down, at least one) in any window 5 % longer than one
+# second, so the server's own count, which also takes in pings and pongs and sees
+# frames with some jitter, stays under its limit. A burst of that size goes out at once.
+_RATE_SHARE = 0.8
+_WINDOW = 1.05
 # Rotate this far into a connection's lifetime, less a per-shard stagger of up to
 # _STAGGER of the lifetime, so shards never rotate together.
 _LIFETIME_SHARE = 0.75
 _STAGGER = 0.1
 _GOLDEN = 0.6180339887498949
+
+
+def _pace(frames: int) -> RateBudget:
+    return RateBudget(max(1, frames), _WINDOW)
 
 
 class ConnectionStats:
@@ -149,12 +156,13 @@ class _Wire:
         owner.request_ids_used(len(requests))
         loop = asyncio.get_running_loop()
         for request in requests:
-            bucket = self.shard.bucket
-            if bucket is not None:
-                delay = bucket.delay(loop.time())
-                if delay > 0:
+            pace = self.shard.pace
+            if pace is not None:
+                delay = pace.delay(loop.time())
+                while delay > 0:
                     await asyncio.sleep(delay)
-                bucket.take(loop.time())
+                    delay = pace.delay(loop.time())
+                pace.take(loop.time())
             if not unsubscribe:
                 owner.requests[request.id] = request.topics
             await self.conn.send(owner.serialize(request.frame))
@@ -171,7 +179,7 @@ class _Shard:
         self.subscription: abc.DisposableBase | None = None
         self.stats = ConnectionStats(index)
         rate = owner.limits.messages_per_second
-        self.bucket = TokenBucket(rate * _RATE_HEADROOM) if rate else None
+        self.pace = _pace(int(rate * _RATE_SHARE)) if rate else None
 
     def kick(self) -> None:
         for wire in list(self.wires):
@@ -179,15 +187,20 @@ class _Shard:
 
     def slow_down(self) -> None:
         """The server said we send too fast: halve this shard's pace."""
-        if self.bucket is None:
+        if self.pace is None:
             return
-        rate = self.bucket.rate / 2
-        self.bucket = TokenBucket(rate)
+        frames, seconds = self.pace.windows[0]
+        if frames > 1:
+            frames //= 2
+        else:
+            seconds *= 2
+        self.pace = RateBudget(frames, seconds)
         log.warning(
-            "connection %d was closed for sending too fast; sending at most %.3g frames a "
-            "second on it from now on (lower messages_per_second in limits=)",
+            "connection %d was closed for sending too fast; sending at most %d frames in "
+            "%.3g s on it from now on (lower messages_per_second in limits=)",
             self.index,
-            rate,
+            frames,
+            seconds,
         )
 
 

@@ -8,13 +8,28 @@ It composes the layers below into one hot feed::
       .pipe(reconnect(backoff))     resubscribe after any drop
     -> Router                       indexed fan-out: stream(filters), messages
 
-and adds what a long-running service needs around it: ``send`` to the present
-connection, ``multiplex`` subscriptions that are re-sent on every new connection,
-``status`` events, non-fatal ``errors``, ``stats``, and an idempotent ``close``.
+With ``subscriptions=`` there is one such pipeline per connection, and the topics are
+spread over them (:mod:`rxws._shards`).
 
-The pipeline refers only to the client's internal state (``_Core``), never to the
-:class:`WebSocketClient` object itself, so a started client that its owner drops is
-garbage-collected: it warns with a ``ResourceWarning`` and shuts its feed down.
+The hot path, one message, top to bottom (no task, no await, no copy)::
+
+    Link.run -> on_frame              the transport pushes the frame  (rxws.transports)
+      -> parse(frame)                 _Session._frame_handler         (rxws.source)
+      -> rotate's on_next             one test while no rotation runs (rxws.ops._rotate)
+      -> count(msg)                   stats.messages += 1             (_Connections.guarded)
+      -> Router deliverer             FilterIndex lookup, on_next per matching stream
+                                                                      (rxws.router)
+
+Around it, what a long-running service needs: ``send`` to the present connection,
+``multiplex`` subscriptions that are re-sent on every new connection, ``status``
+events, non-fatal ``errors``, ``stats``, and an idempotent ``close``. The client's
+state is in three parts: :class:`_Events` (status, errors, counters),
+:class:`_Multiplex` (server-side subscriptions) and :class:`_Connections` (attempts,
+the present connection, how the feed ends), composed by :class:`_Core`.
+
+The pipeline refers only to ``_Core``, never to the :class:`WebSocketClient` object
+itself, so a started client that its owner drops is garbage-collected: it warns with a
+``ResourceWarning`` and shuts its feed down.
 """
 
 from __future__ import annotations
@@ -110,7 +125,9 @@ def _direct_on_next(observer: abc.ObserverBase[Any]) -> Callable[[Any], None]:
 def _check_timeout(timeout: float | None, default: float) -> float:
     if timeout is None:
         return default
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+    if not timeout >= 0:
         raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
     return float(timeout)
 
@@ -671,8 +688,6 @@ class WebSocketClient(AsyncResource):
         headers = connect_kwargs.get("additional_headers")
         redactor = Redactor(url if isinstance(url, str) else None, headers)
         core = self._core = _Core(self._shown, redactor, on_open)
-        self.stats: ClientStats = core.events.stats
-        """The client's counters (shared, live)."""
         self._keepalive: abc.DisposableBase | None = None
 
         self._topics: Topics | None = None
@@ -700,10 +715,9 @@ class WebSocketClient(AsyncResource):
         self._router: Router[Any] = Router(
             core.connections.guarded(feed), on_subscriber_error=core.events.report
         )
-        self.messages: Observable[Any] = count_drops_in(
+        self._messages: Observable[Any] = count_drops_in(
             self._router.stream(None), core.events.stats
         )
-        """Every message of the feed (hot)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -800,6 +814,16 @@ class WebSocketClient(AsyncResource):
         )
 
     # ------------------------------------------------------------------ streams
+
+    @property
+    def messages(self) -> Observable[Any]:
+        """Every message of the feed (hot; its subscribers share the connections)."""
+        return self._messages
+
+    @property
+    def stats(self) -> ClientStats:
+        """The client's counters (one live object: read it any time)."""
+        return self._core.events.stats
 
     @property
     def status(self) -> Observable[Event]:

@@ -13,7 +13,8 @@ import pytest
 # Behavioural tests run once per transport, so the transports cannot drift apart.
 TRANSPORTS = ["websockets"] + (["picows"] if importlib.util.find_spec("picows") else [])
 
-SETTLE_SECONDS = 5.0
+# How long a test's tasks and sockets may take to wind down (RXWS_TEST_TIMING stretches it).
+SETTLE_SECONDS = 5.0 * float(os.environ.get("RXWS_TEST_TIMING", "1") or 1)
 
 
 def open_sockets() -> int:

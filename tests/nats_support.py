@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,16 +33,6 @@ async def nats_env(**options: Any) -> AsyncIterator[tuple[NatsServer, Client]]:
             yield server, nc
         finally:
             await nc.close()
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``predicate`` on the loop until it holds (NATS state has no event to await)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.01)
 
 
 async def subscribed(nc: Client) -> None:

@@ -1,13 +1,52 @@
-"""Helpers shared by several test modules."""
+"""Helpers shared by several test modules.
+
+``RXWS_TEST_TIMING`` (a number, default 1) stretches every deadline here, for slow or
+busy machines: ``RXWS_TEST_TIMING=3 pytest`` gives each wait three times as long.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
+from collections.abc import Callable
 from typing import Any
 
 import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 from reactivex.subject import Subject
+
+TIMING = float(os.environ.get("RXWS_TEST_TIMING", "1") or 1)
+"""How much longer than nominal a deadline in the tests may be."""
+
+
+def seconds(nominal: float) -> float:
+    """A deadline of ``nominal`` seconds, stretched by ``RXWS_TEST_TIMING``."""
+    return nominal * TIMING
+
+
+async def until(
+    predicate: Callable[[], bool], timeout: float = 5.0, what: str = "", poll: float = 0.002
+) -> None:
+    """Poll ``predicate`` on the loop until it holds, for states no event announces.
+
+    Raises:
+        TimeoutError: It did not hold within ``timeout`` (stretched by the timing factor).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds(timeout)
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError(f"condition not met within {seconds(timeout):g} s {what}".strip())
+        await asyncio.sleep(poll)
+
+
+def dead_port() -> int:
+    """A loopback port nothing listens on (bound and released at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class CountingSource:

@@ -8,7 +8,7 @@ import json
 import logging
 import threading
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,6 +17,7 @@ from reactivex import operators as op
 from reactivex.scheduler import NewThreadScheduler, TimeoutScheduler
 from reactivex.subject import Subject
 from support import CountingSource
+from support import until as wait_until
 from websockets.asyncio.server import ServerConnection, serve
 
 import rxws
@@ -30,16 +31,6 @@ async def collect(stream: AsyncIterator[Any], timeout: float = 5.0) -> list[Any]
         return [item async for item in stream]
 
     return await asyncio.wait_for(run(), timeout)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    """Short polling wait with a deadline, for states no event announces."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.001)
 
 
 def waiting(stream: AsyncStream[Any]) -> bool:

@@ -6,11 +6,12 @@ import asyncio
 import gc
 import json
 import logging
-import socket
+import pydoc
 import warnings
 from typing import Any
 
 import pytest
+from support import dead_port
 
 import rxws
 from rxws import WebSocketClient
@@ -34,12 +35,6 @@ UNSUBSCRIBE = {"method": "UNSUBSCRIBE", "params": ["btcusdt@trade"], "id": 2}
 BTC = [{"s": "BTCUSDT"}]
 SECRET_KEY = "listenKeySECRET123456"
 SECRET_HEADER = "apikeyHEADERSECRET987"
-
-
-def dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def kinds(events: list[Any]) -> list[type]:
@@ -496,8 +491,8 @@ async def test_send_without_a_server_raises_not_connected_after_the_timeout(tran
             await client.send("hello", timeout=0.05)
         with pytest.raises(NotConnected):
             await client.wait_connected(timeout=0.05)
-        for bad in (-1, float("nan"), "1"):
-            with pytest.raises(ValueError, match="timeout"):
+        for bad, error in ((-1, ValueError), (float("nan"), ValueError), ("1", TypeError)):
+            with pytest.raises(error, match="timeout"):
                 await client.send("hello", timeout=bad)  # type: ignore[arg-type]
 
 
@@ -713,3 +708,11 @@ async def test_aclose_is_close_and_both_are_idempotent(transport: str) -> None:
         assert closing.done() and client.closed
         await client.aclose()
         await exchange.wait_for(lambda: exchange.open_connections == 0)
+
+
+def test_help_shows_the_clients_public_attributes() -> None:
+    text = pydoc.render_doc(WebSocketClient, renderer=pydoc.plaintext)
+    for name in ("messages", "stats", "status", "errors", "present"):
+        assert f"|  {name}\n" in text, name
+        doc = getattr(WebSocketClient, name).__doc__
+        assert doc and doc.strip(), name

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import websockets
+from support import until as wait_until
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -26,16 +27,6 @@ import rxws
 from rxws.compat import AsyncWebsocketStreamInterface
 
 Script = Callable[[int, ServerConnection], Coroutine[Any, Any, None]]
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
-    """Short polling wait with a deadline, for states no event announces."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.002)
 
 
 async def take(stream: Any, count: int, timeout: float = 3.0) -> list[Any]:

@@ -138,9 +138,20 @@ def test_reconnect_replaces_an_idle_source() -> None:
     assert [m.time for m in results.messages] == [210, 265, 320, 375]
 
 
-@pytest.mark.parametrize("seconds", [0, -1, float("nan"), float("inf"), "5", None, True])
-def test_bad_seconds_are_rejected(seconds: Any) -> None:
-    with pytest.raises(ValueError, match="seconds"):
+@pytest.mark.parametrize(
+    ("seconds", "error"),
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        ("5", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+    ],
+)
+def test_bad_seconds_are_rejected(seconds: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match="seconds"):
         idle_timeout(seconds)
 
 

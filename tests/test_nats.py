@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import reactivex
 from nats.aio.client import Client
-from nats_support import connect, nats_env, stored, subscribed, until
+from nats_support import connect, nats_env, stored, subscribed
 from reactivex import operators as ops
 from reactivex.subject import Subject
+from support import until
 
 from rxws import ParseError, WebSocketClient, nats
 from rxws.testing import DemoExchange, FaultProxy, NatsServer, Recorder

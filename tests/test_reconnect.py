@@ -72,19 +72,21 @@ def test_is_retryable_is_exported_from_errors_and_ops() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "words"),
+    ("kwargs", "error", "words"),
     [
-        ({"on_complete": "stop"}, "on_complete"),
-        ({"max_attempts": 0}, "max_attempts"),
-        ({"max_attempts": 2.5}, "max_attempts"),
-        ({"max_attempts": True}, "max_attempts"),
-        ({"backoff": 5}, "backoff"),
-        ({"retryable": "yes"}, "retryable"),
-        ({"on_event": 3}, "on_event"),
+        ({"on_complete": "stop"}, ValueError, "on_complete"),
+        ({"max_attempts": 0}, ValueError, "max_attempts"),
+        ({"max_attempts": 2.5}, ValueError, "max_attempts"),
+        ({"max_attempts": True}, ValueError, "max_attempts"),
+        ({"backoff": 5}, TypeError, "backoff"),
+        ({"retryable": "yes"}, TypeError, "retryable"),
+        ({"on_event": 3}, TypeError, "on_event"),
     ],
 )
-def test_bad_arguments_are_rejected(kwargs: dict[str, Any], words: str) -> None:
-    with pytest.raises(ValueError, match=words):
+def test_bad_arguments_are_rejected(
+    kwargs: dict[str, Any], error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error, match=words):
         reconnect(**kwargs)
 
 

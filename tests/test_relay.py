@@ -12,7 +12,6 @@ import io
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +19,8 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client
-from nats_support import connect, stored, until
+from nats_support import connect, stored
+from support import dead_port, seconds, until
 
 from rxws import ConnectionFailed, Limits, nats
 from rxws._relay import (
@@ -107,7 +107,7 @@ async def stream_count(nc: Client, stream: str) -> int:
 
 async def until_stored(nc: Client, stream: str, count: int, timeout: float = 20.0) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + seconds(timeout)
     while await stream_count(nc, stream) < count:
         if loop.time() > deadline:
             raise TimeoutError(f"the stream {stream} did not reach {count} messages")
@@ -117,12 +117,6 @@ async def until_stored(nc: Client, stream: str, count: int, timeout: float = 20.
 async def everything(nc: Client, stream: str) -> list[Any]:
     """Every message the stream holds, through an ordered consumer from its start."""
     return await stored(nc, stream, await stream_count(nc, stream))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def assert_each_once(seqs: list[int]) -> None:
@@ -388,7 +382,7 @@ async def test_a_template_naming_a_missing_field_is_reported_and_skipped_and_it_
 
 
 async def test_an_unreachable_nats_at_start_is_one_clear_error_without_secrets() -> None:
-    port = free_port()
+    port = dead_port()
     lines = Lines()
     with pytest.raises(NatsUnreachable) as caught:
         await relay(
@@ -453,7 +447,7 @@ async def test_the_first_websocket_connection_failing_is_raised_after_a_clean_st
     async with NatsServer() as server:
         lines = Lines()
         with pytest.raises(ConnectionFailed) as caught:
-            await make_relay(f"ws://127.0.0.1:{free_port()}/stream", server.url, lines).run()
+            await make_relay(f"ws://127.0.0.1:{dead_port()}/stream", server.url, lines).run()
         assert "127.0.0.1" in str(caught.value)
         assert lines.status[-1] is None and lines.with_("stopped: 0 received")
 

@@ -195,23 +195,25 @@ LAGS: dict[str, Callable[[int], float | None]] = {
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "words"),
+    ("kwargs", "error", "words"),
     [
-        ({}, "every=.* or when="),
-        ({"every": 0}, "every"),
-        ({"every": -5}, "every"),
-        ({"every": "60"}, "every"),
-        ({"every": 1, "overlap_timeout": 0}, "overlap_timeout"),
-        ({"when": 5}, "when"),
-        ({"every": 1, "dedupe": "seq"}, "dedupe"),
-        ({"every": 1, "dedupe": True}, "dedupe"),
-        ({"every": 1, "on_event": 1}, "on_event"),
-        ({"every": 1, "on_error": "log"}, "on_error"),
-        ({"every": 1, "backoff": 3}, "Backoff"),
+        ({}, ValueError, "every=.* or when="),
+        ({"every": 0}, ValueError, "every"),
+        ({"every": -5}, ValueError, "every"),
+        ({"every": "60"}, TypeError, "every"),
+        ({"every": 1, "overlap_timeout": 0}, ValueError, "overlap_timeout"),
+        ({"when": 5}, TypeError, "when"),
+        ({"every": 1, "dedupe": "seq"}, TypeError, "dedupe"),
+        ({"every": 1, "dedupe": True}, TypeError, "dedupe"),
+        ({"every": 1, "on_event": 1}, TypeError, "on_event"),
+        ({"every": 1, "on_error": "log"}, TypeError, "on_error"),
+        ({"every": 1, "backoff": 3}, TypeError, "Backoff"),
     ],
 )
-def test_bad_arguments_are_rejected(kwargs: dict[str, Any], words: str) -> None:
-    with pytest.raises(ValueError, match=words):
+def test_bad_arguments_are_rejected(
+    kwargs: dict[str, Any], error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error, match=words):
         rotate(**kwargs)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support import until
 
 import rxws
 from rxws.backoff import Backoff
@@ -44,12 +45,7 @@ class TopicLog:
         return [client.topic(t).subscribe(*self.observer(t)) for t in topics]
 
     async def until(self, predicate: Callable[[], bool], timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            if loop.time() > deadline:
-                raise TimeoutError("condition not met in time")
-            await asyncio.sleep(0.05)
+        await until(predicate, timeout, poll=0.05)
 
     def assert_whole(self) -> None:
         """Per topic: ids from 1 up, no repeat, no gap."""

@@ -18,12 +18,13 @@ import contextlib
 import gc
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
 import reactivex
 import websockets
+from support import until
 
 import rxws
 from rxws import ops
@@ -49,14 +50,6 @@ async def clean_logs(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
         if r.levelno >= logging.ERROR or "was destroyed" in r.getMessage()
     ]
     assert not bad, "\n".join(bad)
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 async def promptly(awaitable: Awaitable[Any]) -> Any:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 import pytest
 from reactivex import operators as op
+from support import dead_port
 from websockets.asyncio.client import connect as ws_connect
 
 import rxws
@@ -16,12 +16,6 @@ from rxws.testing import DemoExchange, FaultProxy, Recorder
 
 SECRET_KEY = "listenKeySECRET123456"
 SECRET_HEADER = "apikeyHEADERSECRET987"
-
-
-def dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_each_subscription_opens_its_own_connection(transport: str) -> None:

@@ -99,16 +99,17 @@ def check_seconds(name: str, value: object, *, allow_none: bool = False) -> floa
         The duration as a float, or ``None``.
 
     Raises:
-        ValueError: ``value`` is not a positive finite number.
+        TypeError: ``value`` is not a number (``bool`` is not one here).
+        ValueError: ``value`` is a number, but not a finite one greater than 0.
     """
     if value is None and allow_none:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{name} must be a number of seconds greater than 0, got {type(value).__name__} "
+            f"{value!r}"
+        )
+    if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a number of seconds greater than 0, got {value!r}")
     return float(value)
 

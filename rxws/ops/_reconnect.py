@@ -84,9 +84,9 @@ def reconnect(
     """
     policy = backoff
     if not isinstance(policy, Backoff):
-        raise ValueError(f"backoff must be an rxws.Backoff, got {type(policy).__name__}")
+        raise TypeError(f"backoff must be an rxws.Backoff, got {type(policy).__name__}")
     if not callable(retryable):
-        raise ValueError(
+        raise TypeError(
             f"retryable must be a callable error -> bool, got {type(retryable).__name__}"
         )
     if max_attempts is not None and (
@@ -98,7 +98,7 @@ def reconnect(
     if on_complete not in ("reconnect", "complete"):
         raise ValueError(f'on_complete must be "reconnect" or "complete", got {on_complete!r}')
     if on_event is not None and not callable(on_event):
-        raise ValueError(f"on_event must be callable, got {type(on_event).__name__}")
+        raise TypeError(f"on_event must be callable, got {type(on_event).__name__}")
     reset_after = policy.reset_after
     complete_passes = on_complete == "complete"
 

@@ -678,7 +678,8 @@ def rotate(
         An operator for ``Observable.pipe``.
 
     Raises:
-        ValueError: Neither ``every`` nor ``when`` given, or an argument is invalid.
+        ValueError: Neither ``every`` nor ``when`` given, or a number out of range.
+        TypeError: An argument of the wrong type.
 
     Example:
         >>> feed = rxws.connect(url).pipe(rotate(every=3600, dedupe=lambda m: m["seq"]))
@@ -692,21 +693,21 @@ def rotate(
             "(or both) to know when to rotate"
         )
     if when is not None and not isinstance(when, abc.ObservableBase) and not callable(when):
-        raise ValueError(
+        raise TypeError(
             f"rotate when= must be an Observable or an async callable, got {type(when).__name__}"
         )
     if dedupe is True or (
         dedupe is not None and not isinstance(dedupe, bool) and not callable(dedupe)
     ):
-        raise ValueError(
+        raise TypeError(
             "rotate dedupe= must be a callable message -> id, None (the message itself) "
             f"or False (off), got {dedupe!r}"
         )
     if backoff is not None and not isinstance(backoff, Backoff):
-        raise ValueError(f"rotate backoff= must be an rxws.Backoff, got {type(backoff).__name__}")
+        raise TypeError(f"rotate backoff= must be an rxws.Backoff, got {type(backoff).__name__}")
     for name, value in (("on_event", on_event), ("on_error", on_error)):
         if value is not None and not callable(value):
-            raise ValueError(f"rotate {name}= must be callable, got {type(value).__name__}")
+            raise TypeError(f"rotate {name}= must be callable, got {type(value).__name__}")
     pacing = backoff if backoff is not None else _DEFAULT_BACKOFF
 
     def operator(source: Observable[_T]) -> Observable[_T]:
