@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--count",
             type=_positive_int,
             metavar="N",
-            help="exit after printing N data messages (replies to --send do not count)",
+            help="exit after printing N data messages (replies to what was sent do not count)",
         )
         p.add_argument(
             "--timestamps",
