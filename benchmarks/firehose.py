@@ -15,6 +15,19 @@ What a connection gets is chosen by the request path's query string:
   Linux ``perf_counter`` reads ``CLOCK_MONOTONIC``, one clock for every process of the
   machine, so the client can subtract it from its own reading), then a 1000 close.
 - ``/?idle=1``: no messages; the connection stays open until the client closes it.
+- ``/?n=N&k=K&combined=1``: the firehose in Binance's combined-stream format, each
+  message ``{"stream":"sym12@trade","data":{...trade...}}``, topics cycling over
+  ``sym0@trade`` ... ``sym{K-1}@trade``.
+- ``/stream?topics=T&per=P&run=ID`` (topics): a Binance-like combined-stream endpoint.
+  The client sends ``{"method": "SUBSCRIBE", "params": [...], "id": n}`` (and
+  ``UNSUBSCRIBE``, ``LIST_SUBSCRIPTIONS``) and gets ``{"result": null, "id": n}`` back
+  (``{"error": {"code": .., "msg": ..}, "id": n}`` for a request it cannot read); a
+  SUBSCRIBE's reply also carries ``ts``, the ``time.perf_counter_ns()`` value at which
+  the server read the request (one clock for every process, as in the paced mode). The
+  connections naming the same ``run`` belong together: once they have ``T`` topics
+  subscribed between them, every one of them gets ``P`` combined-stream messages for
+  each of its topics (topics interleaved, ``seq`` counting 0 to ``P-1`` per topic) as
+  fast as its socket takes them, and then stays open. No limit is enforced.
 
 A message looks like ``{"e":"trade","s":"SYM12","seq":7,"p":"101.25","q":"0.500"}``.
 
@@ -30,14 +43,17 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["frame_text", "make_payloads", "prebuilt", "serve"]
+__all__ = ["combined_payloads", "frame_text", "make_payloads", "prebuilt", "serve"]
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CLOSE_1000 = b"\x88\x02\x03\xe8"
@@ -61,31 +77,123 @@ def make_payloads(n: int, k: int) -> list[bytes]:
     return [template % (i % k, i, 100 + i % 7, i % 100, 1 + i % 997) for i in range(n)]
 
 
-def prebuilt(n: int, k: int) -> bytes:
+def combined_payloads(topics: Sequence[str], per: int) -> list[bytes]:
+    """``per`` Binance combined-stream trades for each of ``topics``, topics interleaved.
+
+    Message ``i`` is for ``topics[i % len(topics)]`` and carries that topic's ``seq``
+    (``i // len(topics)``); the trade's symbol is the topic's part before ``@``, in
+    upper case.
+    """
+    template = b'{"stream":"%s","data":{"e":"trade","s":"%s","seq":%d,"p":"%d.%02d","q":"0.%03d"}}'
+    names = [(t.encode(), t.partition("@")[0].upper().encode()) for t in topics]
+    out: list[bytes] = []
+    i = 0
+    for seq in range(per):
+        for stream, symbol in names:
+            out.append(template % (stream, symbol, seq, 100 + i % 7, i % 100, 1 + i % 997))
+            i += 1
+    return out
+
+
+def combined_topics(k: int) -> list[str]:
+    """The ``k`` topics of the combined firehose: ``sym0@trade`` ... ``sym{k-1}@trade``."""
+    return [f"sym{i}@trade" for i in range(k)]
+
+
+def prebuilt(n: int, k: int, combined: bool = False) -> bytes:
     """All frames of a firehose run, back to back."""
-    return b"".join([frame_text(p) for p in make_payloads(n, k)])
+    if combined:
+        payloads = combined_payloads(combined_topics(k), -(-n // k))[:n]
+    else:
+        payloads = make_payloads(n, k)
+    return b"".join([frame_text(p) for p in payloads])
 
 
-class _Frames:
-    """A small LRU of prebuilt firehose frame blobs, keyed by ``(n, k)``."""
+def framed_chunks(payloads: Sequence[bytes]) -> list[bytes]:
+    """The frames of ``payloads`` joined into writes of about ``SLICE`` bytes.
 
-    def __init__(self) -> None:
-        self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+    Each write ends on a frame boundary, so a reply written between two of them
+    (from ``data_received``) never lands inside a frame.
+    """
+    chunks: list[bytes] = []
+    pending: list[bytes] = []
+    size = 0
+    for payload in payloads:
+        frame = frame_text(payload)
+        pending.append(frame)
+        size += len(frame)
+        if size >= SLICE:
+            chunks.append(b"".join(pending))
+            pending, size = [], 0
+    if pending:
+        chunks.append(b"".join(pending))
+    return chunks
 
-    def get(self, n: int, k: int) -> bytes:
-        key = (n, k)
-        blob = self._cache.get(key)
-        if blob is None:
-            blob = prebuilt(n, k)
-            self._cache[key] = blob
-            while len(self._cache) > CACHE_SLOTS:
+
+class _Cache:
+    """A small LRU of prebuilt frames, keyed by what they were built from."""
+
+    def __init__(self, slots: int = CACHE_SLOTS) -> None:
+        self._slots = slots
+        self._cache: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def get(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = build()
+            while len(self._cache) > self._slots:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
-        return blob
+        return found
+
+
+class _Frames(_Cache):
+    """Prebuilt firehose frame blobs, keyed by ``(n, k, combined)``."""
+
+    def blob(self, n: int, k: int, combined: bool = False) -> bytes:
+        found: bytes = self.get((n, k, combined), lambda: prebuilt(n, k, combined))
+        return found
 
 
 FRAMES = _Frames()
+TOPIC_FRAMES = _Cache()  # (topics of one connection, per) -> frame-aligned chunks
+
+
+class _Run:
+    """The connections of one client run in topics mode; they start together.
+
+    Once the connections have ``total`` topics subscribed between them, each gets
+    ``per`` messages for every topic it subscribed. The frames are all built before
+    the first is written, so every connection starts at about the same moment.
+    """
+
+    def __init__(self, name: str, total: int, per: int) -> None:
+        self.name = name
+        self.total = total
+        self.per = per
+        self.connections: list[FirehoseProtocol] = []
+        self.started = False
+
+    def check(self) -> None:
+        if self.started or sum(len(c.topics) for c in self.connections) < self.total:
+            return
+        self.started = True
+        ready = [
+            (conn, self._chunks(list(conn.topics))) for conn in self.connections if conn.topics
+        ]
+        for conn, chunks in ready:
+            conn.start_topics(chunks)
+
+    def _chunks(self, topics: list[str]) -> list[bytes]:
+        found: list[bytes] = TOPIC_FRAMES.get(
+            (tuple(topics), self.per),
+            lambda: framed_chunks(combined_payloads(topics, self.per)),
+        )
+        return found
+
+
+RUNS: dict[str, _Run] = {}
 
 
 def _accept(key: bytes) -> bytes:
@@ -104,6 +212,11 @@ class FirehoseProtocol(asyncio.Protocol):
         self.writable: asyncio.Future[None] | None = None
         self.peer_closed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        # Topics mode: the run this connection belongs to, what it subscribed, and the
+        # task writing its messages.
+        self.run: _Run | None = None
+        self.topics: dict[str, None] = {}
+        self.writer: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------- asyncio callbacks
 
@@ -117,8 +230,14 @@ class FirehoseProtocol(asyncio.Protocol):
             self.closed.set_result(None)
         self.peer_closed.set()
         self._wake()
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        for task in (self.task, self.writer):
+            if task is not None and not task.done():
+                task.cancel()
+        run, self.run = self.run, None
+        if run is not None:
+            run.connections.remove(self)
+            if not run.connections and RUNS.get(run.name) is run:
+                del RUNS[run.name]
 
     def pause_writing(self) -> None:
         if self.writable is None:
@@ -161,10 +280,17 @@ class FirehoseProtocol(asyncio.Protocol):
             self.transport.close()
             return
         query = {name: values[-1] for name, values in parse_qs(urlsplit(parts[1]).query).items()}
-        if "idle" not in query and "paced" not in query:
+        if "topics" in query:
+            name = query.get("run", "")
+            run = RUNS.get(name)
+            if run is None or run.started:
+                run = RUNS[name] = _Run(name, int(query["topics"]), int(query.get("per", "1")))
+            run.connections.append(self)
+            self.run = run
+        elif "idle" not in query and "paced" not in query:
             # Build (or find) the frames before answering, so that the first frame
             # follows the handshake at once.
-            FRAMES.get(int(query.get("n", "0")), max(int(query.get("k", "1")), 1))
+            FRAMES.blob(*_firehose_args(query))
         self.transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + _accept(key.encode()) + b"\r\n\r\n"
@@ -218,6 +344,56 @@ class FirehoseProtocol(asyncio.Protocol):
                 transport.write(b"\x88\x02" + code)
             self.peer_closed.set()
             transport.close()
+        elif opcode == 0x1 and self.run is not None:
+            self._on_request(payload)
+
+    # ---------------------------------------------------------------- topics mode
+
+    def _reply(self, message: dict[str, Any]) -> None:
+        assert self.transport is not None
+        self.transport.write(frame_text(json.dumps(message, separators=(",", ":")).encode()))
+
+    def _on_request(self, payload: bytes) -> None:
+        """A Binance-style request: SUBSCRIBE, UNSUBSCRIBE or LIST_SUBSCRIPTIONS."""
+        try:
+            request = json.loads(payload)
+            method, ident = request["method"], request["id"]
+            params = request.get("params", [])
+            if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+                raise ValueError("params")
+        except (ValueError, TypeError, KeyError):
+            self._reply({"error": {"code": 2, "msg": "Invalid request"}, "id": None})
+            return
+        if method == "SUBSCRIBE":
+            self.topics.update(dict.fromkeys(params))
+            self._reply({"result": None, "id": ident, "ts": time.perf_counter_ns()})
+            if self.run is not None:
+                self.run.check()
+        elif method == "UNSUBSCRIBE":
+            for topic in params:
+                self.topics.pop(topic, None)
+            self._reply({"result": None, "id": ident})
+        elif method == "LIST_SUBSCRIPTIONS":
+            self._reply({"result": list(self.topics), "id": ident})
+        else:
+            self._reply({"error": {"code": 1, "msg": f"Unknown method {method!r}"}, "id": ident})
+
+    def start_topics(self, chunks: list[bytes]) -> None:
+        """Write ``chunks`` (this connection's messages) as fast as the socket takes them."""
+        if self.writer is None and self.transport is not None:
+            self.writer = asyncio.get_running_loop().create_task(self._write_chunks(chunks))
+
+    async def _write_chunks(self, chunks: list[bytes]) -> None:
+        transport = self.transport
+        assert transport is not None
+        try:
+            for chunk in chunks:
+                if transport.is_closing():
+                    return
+                transport.write(chunk)
+                await self._drain()
+        except asyncio.CancelledError:
+            pass
 
     # ---------------------------------------------------------------- outgoing
 
@@ -240,14 +416,14 @@ class FirehoseProtocol(asyncio.Protocol):
 
     async def _serve(self, query: dict[str, str]) -> None:
         try:
-            if "idle" in query:
+            if "idle" in query or "topics" in query:
                 await self.closed
             elif "paced" in query:
                 await self._paced(
                     float(query["paced"]), int(query.get("n", "0")), int(query.get("k", "1"))
                 )
             else:
-                await self._firehose(int(query.get("n", "0")), int(query.get("k", "1")))
+                await self._firehose(*_firehose_args(query))
         except asyncio.CancelledError:
             pass
         except Exception as exc:  # a benchmark server: say what went wrong and drop the link
@@ -255,10 +431,10 @@ class FirehoseProtocol(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
 
-    async def _firehose(self, n: int, k: int) -> None:
+    async def _firehose(self, n: int, k: int, combined: bool) -> None:
         transport = self.transport
         assert transport is not None
-        view = memoryview(FRAMES.get(n, max(k, 1)))
+        view = memoryview(FRAMES.blob(n, k, combined))
         for start in range(0, len(view), SLICE):
             if transport.is_closing():
                 return
@@ -294,6 +470,12 @@ class FirehoseProtocol(asyncio.Protocol):
                     return
                 await self._drain()
         await self._close_normally()
+
+
+def _firehose_args(query: dict[str, str]) -> tuple[int, int, bool]:
+    """``(n, k, combined)`` of a firehose request."""
+    combined = query.get("combined", "0") not in ("", "0")
+    return int(query.get("n", "0")), max(int(query.get("k", "1")), 1), combined
 
 
 async def serve(port: int = 0, host: str = "127.0.0.1", watch_stdin: bool = False) -> None:

@@ -9,7 +9,10 @@ Set-up (all on loopback, one process, one event loop)::
              -> one ``async for`` consumer (rxws.to_async_iterable)
 
 A fault schedule drawn from a seeded RNG runs one fault at a time, in rounds that each
-hold every kind once (in a random order), with a random quiet spell after each:
+hold every kind once (in a random order), with a random quiet spell after each. A run
+is a whole number of rounds: exactly ``rounds`` of them, or as many as start within
+``seconds``. Everything random (the order, the quiet spells, the restart downtime, the
+stall, the exchange's prices) comes from the seed; the reconnect backoff has no jitter.
 
 ==========  ==========================================================================
 cut         ``proxy.cut()``: every TCP link reset, no close frame
@@ -44,11 +47,23 @@ Measured:
 Usage::
 
     python benchmarks/soak.py --minutes 10 [--seed N] [--transport picows] [--json]
+    python benchmarks/soak.py --rounds 2 --seed 8
 
-It prints the report and exits 0 when the run passed (no repeat, no loss outside fault
-windows, every fault recovered with the error it should cause, tasks and sockets back
-to their start values, RSS growth under ``--rss-limit-mb``), else 1. Import
-:func:`run_soak` (or the coroutine :func:`soak`) to run it from a test.
+It prints the report and exits 0 when the run passed, else 1. Passing is one thing,
+:attr:`SoakReport.ok`, and the report lists what failed (:attr:`SoakReport.problems`):
+
+- every kind of fault injected once per round, each recovered within
+  ``--recovery-limit`` seconds with the error it must cause;
+- no repeat, no loss outside fault windows, and the ``async for`` consumer, the client
+  and the 100 multiplex streams all delivered the same number of trades;
+- a rotation before the faults (warm-up) and one in the quiet spell after them;
+- every server connection got all 100 SUBSCRIBE messages, except those that a fault or
+  the shutdown broke while they were open (at most the connections open at that moment);
+- no ERROR log record; tasks and sockets back to their start values; RSS growth under
+  ``--rss-limit-mb``.
+
+Each criterion is an outcome, not a quantity that depends on how fast the machine is.
+Import :func:`run_soak` (or the coroutine :func:`soak`) to run it from a test.
 """
 
 from __future__ import annotations
@@ -90,7 +105,8 @@ _BREAKING = frozenset({"cut", "blackhole", "restart", "refuse", "oversize", "bad
 _IN_BAND = frozenset({"malformed", "binary"})
 _STREAMS = 100
 _MAX_SIZE = 64 * 1024
-_RECOVERY_LIMIT = 15.0  # seconds before a fault counts as not recovered
+_RECOVERY_LIMIT = 10.0  # seconds before a fault counts as not recovered
+_ROTATION_LIMIT = 10.0  # seconds to wait for a rotation (one is due every rotate_every)
 _SETTLE_LIMIT = 10.0  # seconds for tasks and sockets to return to their start values
 
 
@@ -112,11 +128,14 @@ class FaultRecord:
         expected_seen: Whether the error this kind of fault must cause was seen.
         lifted: Whether the fault was fully applied (and, for a blackhole, lifted):
             only then can the feed recover.
+        open_connections: Server connections open when it was injected (the most that
+            a fault breaking the link may cut short while they subscribe).
     """
 
     kind: str
     started: float
     start_seq: int
+    open_connections: int = 0
     recovered: float | None = None
     end_seq: int | None = None
     seen: list[str] = field(default_factory=list)
@@ -137,8 +156,10 @@ class SoakReport:
         seconds: How long faults were injected for.
         seed: The RNG seed of the fault schedule.
         transport: The client's transport.
+        rounds: Rounds of the schedule run (each injects every kind once).
+        recovery_limit: Seconds within which a fault must be recovered from.
         faults: Faults injected, by kind.
-        recovered: Faults recovered from.
+        recovered: Faults recovered from within ``recovery_limit``.
         unrecovered: Kinds of the faults that did not recover in time.
         unexpected: Faults that did not show the error they must cause (kind: seen).
         longest_recovery: Longest time to recover, in seconds.
@@ -158,8 +179,13 @@ class SoakReport:
         parse_errors: ``client.stats.parse_errors``.
         errors: Non-fatal errors on ``client.errors``, by type.
         disconnects: Errors that ended connections, by label.
+        warmed_up: Whether a trade and a rotation came before the faults.
+        rotated_after: Whether a rotation completed in the quiet spell after them.
         handshakes: Handshakes the exchange saw.
+        accepted: Websocket connections the exchange accepted.
         resubscribed: Server connections that received all 100 SUBSCRIBE messages.
+        subscribe_allowance: How many connections faults (and the shutdown) may have
+            broken while they were being subscribed: those open at that moment.
         error_logs: ERROR (and worse) log records of any logger, first lines.
         tasks_start: asyncio tasks before the client started.
         tasks_end: asyncio tasks after it was closed.
@@ -173,6 +199,8 @@ class SoakReport:
     seconds: float
     seed: int
     transport: str
+    rounds: int = 0
+    recovery_limit: float = _RECOVERY_LIMIT
     faults: dict[str, int] = field(default_factory=dict)
     recovered: int = 0
     unrecovered: list[str] = field(default_factory=list)
@@ -194,8 +222,12 @@ class SoakReport:
     parse_errors: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     disconnects: dict[str, int] = field(default_factory=dict)
+    warmed_up: bool = False
+    rotated_after: bool = False
     handshakes: int = 0
+    accepted: int = 0
     resubscribed: int = 0
+    subscribe_allowance: int = 0
     error_logs: list[str] = field(default_factory=list)
     tasks_start: int = 0
     tasks_end: int = 0
@@ -221,6 +253,15 @@ class SoakReport:
         found = []
         if self.injected == 0:
             found.append("no fault was injected")
+        elif self.faults != dict.fromkeys(FAULT_KINDS, self.rounds):
+            found.append(
+                f"the schedule ran {self.rounds} round(s) but injected {self.faults}, not "
+                "every kind once per round"
+            )
+        if not self.warmed_up:
+            found.append("no trade and rotation during the warm-up")
+        if not self.rotated_after:
+            found.append("no rotation in the quiet spell after the faults")
         if self.messages == 0:
             found.append("no message was delivered")
         if self.repeats:
@@ -228,7 +269,10 @@ class SoakReport:
         if self.lost:
             found.append(f"{self.lost} message(s) lost outside fault windows")
         if self.recovered != self.injected:
-            found.append(f"{self.injected - self.recovered} fault(s) not recovered")
+            found.append(
+                f"{self.injected - self.recovered} fault(s) not recovered within "
+                f"{self.recovery_limit:g} s: {self.unrecovered}"
+            )
         if self.unexpected:
             found.append(f"faults without their expected error: {self.unexpected}")
         if self.consumer_error:
@@ -238,6 +282,12 @@ class SoakReport:
         if self.stream_messages != self.tapped:
             found.append(
                 f"the multiplex streams got {self.stream_messages} trades, the client {self.tapped}"
+            )
+        incomplete = self.accepted - self.resubscribed
+        if incomplete > self.subscribe_allowance:
+            found.append(
+                f"{incomplete} server connection(s) did not get all {_STREAMS} SUBSCRIBE "
+                f"messages; faults and the shutdown can explain {self.subscribe_allowance}"
             )
         if self.tasks_end != self.tasks_start:
             found.append(f"tasks: {self.tasks_start} at the start, {self.tasks_end} at the end")
@@ -261,9 +311,10 @@ class SoakReport:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.faults.items()))
         slowest = ", ".join(f"{k} {s:.2f}" for k, s in sorted(self.recovery_by_kind.items()))
         lines = [
-            f"soak: {self.seconds:g} s, seed {self.seed}, transport {self.transport}",
+            f"soak: {self.rounds} round(s) in {self.seconds:.1f} s, seed {self.seed}, "
+            f"transport {self.transport}",
             f"faults injected       {self.injected} ({kinds})",
-            f"recoveries            {self.recovered}"
+            f"recoveries            {self.recovered} within {self.recovery_limit:g} s"
             + (f" (not recovered: {self.unrecovered})" if self.unrecovered else ""),
             f"longest recovery      {self.longest_recovery:.2f} s ({self.longest_recovery_kind})",
             f"longest by kind (s)   {slowest}",
@@ -273,9 +324,13 @@ class SoakReport:
             f"lost outside windows  {self.lost}"
             + (f" gaps {self.gaps_outside}" if self.gaps_outside else ""),
             f"lost inside windows   {self.lost_in_windows} (allowed)",
-            f"reconnects            {self.reconnects}, rotations {self.rotations}, "
-            f"connections {self.connections}, handshakes {self.handshakes}, "
-            f"resubscribed {self.resubscribed}",
+            f"rotations             {self.rotations} (warm-up: {_yes(self.warmed_up)}, "
+            f"after the faults: {_yes(self.rotated_after)})",
+            f"reconnects            {self.reconnects}, connections {self.connections}, "
+            f"handshakes {self.handshakes}",
+            f"subscribed            {self.resubscribed} of {self.accepted} server connections "
+            f"got all {_STREAMS} SUBSCRIBE messages (faults and shutdown may cut short "
+            f"{self.subscribe_allowance})",
             f"parse errors          {self.parse_errors}; errors {self.errors}",
             f"disconnects           {self.disconnects}",
             f"tasks                 {self.tasks_start} at start, {self.tasks_end} at end",
@@ -291,6 +346,10 @@ class SoakReport:
             lines.append(f"consumer error        {self.consumer_error}")
         lines.append("PASS" if self.ok else "FAIL: " + "; ".join(self.problems))
         return "\n".join(lines)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "NO"
 
 
 # ---------------------------------------------------------------------- process figures
@@ -394,12 +453,12 @@ class _ErrorLogs(logging.Handler):
 class _Soak:
     """The state of one soak run."""
 
-    def __init__(self, seconds: float, seed: int, transport: str, rotate_every: float) -> None:
-        self.seconds = seconds
+    def __init__(self, seed: int, transport: str, recovery_limit: float) -> None:
         self.rng = random.Random(seed)
-        self.transport = transport
-        self.rotate_every = rotate_every
-        self.report = SoakReport(seconds=seconds, seed=seed, transport=transport)
+        self.limit = recovery_limit
+        self.report = SoakReport(
+            seconds=0.0, seed=seed, transport=transport, recovery_limit=recovery_limit
+        )
         self.loop = asyncio.get_running_loop()
         self.changed = asyncio.Event()
         # The client side, as a synchronous subscriber sees it.
@@ -525,14 +584,14 @@ class _Soak:
             # is the client's one live connection, not during a rotation's overlap
             # (a candidate still in its handshake would miss it).
             await self.wait(lambda: exchange.open_connections == 1, 5.0)
-        record = FaultRecord(kind, self.loop.time(), self.tap_last)
+        record = FaultRecord(kind, self.loop.time(), self.tap_last, exchange.open_connections)
         self.records.append(record)
         self.pending = record
         if kind == "cut":
             proxy.cut()
         elif kind == "blackhole":
             proxy.blackhole()
-            await self.wait(lambda: bool(record.seen), _RECOVERY_LIMIT)
+            await self.wait(lambda: bool(record.seen), self.limit)
             proxy.blackhole(False)
         elif kind == "restart":
             await exchange.restart(self.rng.uniform(0.1, 0.5))
@@ -552,14 +611,14 @@ class _Soak:
             self.stall_request = self.rng.uniform(0.2, 1.0)
         record.lifted = True
         if kind == "stall":
-            stalled = await self.wait(self.stall_done.is_set, _RECOVERY_LIMIT)
+            stalled = await self.wait(self.stall_done.is_set, self.limit)
             target = self.tap_last
-            if stalled and await self.wait(lambda: self.last_seq >= target, _RECOVERY_LIMIT):
+            if stalled and await self.wait(lambda: self.last_seq >= target, self.limit):
                 record.recovered = self.loop.time()
                 record.end_seq = self.last_seq
             self.pending = None
         else:
-            await self.wait(lambda: record.recovered is not None, _RECOVERY_LIMIT)
+            await self.wait(lambda: record.recovered is not None, self.limit)
             if self.pending is record:
                 self.pending = None
         record.expected_seen = _expected(kind, set(record.seen))
@@ -577,8 +636,11 @@ class _Soak:
         report = self.report
         records = self.records
         report.faults = dict(Counter(r.kind for r in records))
-        report.recovered = sum(1 for r in records if r.recovered is not None)
-        report.unrecovered = [r.kind for r in records if r.recovered is None]
+        in_time = [
+            r for r in records if r.recovery_time is not None and r.recovery_time <= self.limit
+        ]
+        report.recovered = len(in_time)
+        report.unrecovered = [r.kind for r in records if r not in in_time]
         report.unexpected = [f"{r.kind}: {r.seen}" for r in records if not r.expected_seen]
         for r in records:
             took = r.recovery_time
@@ -609,36 +671,79 @@ class _Soak:
         report.errors = dict(self.errors)
         report.disconnects = dict(self.disconnects)
         report.handshakes = exchange.handshakes
+
+    def count_subscriptions(self, exchange: DemoExchange, open_at_close: int, before: int) -> None:
+        """Which server connections got every SUBSCRIBE, and how many faults may excuse.
+
+        Called once every link has closed. A connection may miss some of its SUBSCRIBE
+        messages only when its link broke while the client was sending them: by a fault
+        that breaks the link (at most the connections open when it was injected), or by
+        the shutdown (those open when it began, ``open_at_close``, and any accepted
+        after, counted from ``before``).
+        """
+        self.housekeeping(exchange)
+        report = self.report
+        report.accepted = exchange.accepted
         report.resubscribed = sum(1 for n in self.subscribes.values() if n >= _STREAMS)
+        by_faults = sum(r.open_connections for r in self.records if r.kind in _BREAKING)
+        report.subscribe_allowance = by_faults + open_at_close + exchange.accepted - before
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How long a run lasts and what it allows (see :func:`soak`)."""
+
+    seconds: float
+    rounds: int | None
+    rotate_every: float
+    recovery_limit: float
+    rss_limit_mb: float
 
 
 async def soak(
     seconds: float = 20.0,
     seed: int = 0,
     *,
+    rounds: int | None = None,
     transport: str = "websockets",
     rotate_every: float = 0.5,
+    recovery_limit: float = _RECOVERY_LIMIT,
     rss_limit_mb: float = 10.0,
     progress: Callable[[str], None] | None = None,
 ) -> SoakReport:
-    """Run the soak on the running loop for about ``seconds`` and return the report.
+    """Run the soak on the running loop and return the report.
 
     Args:
-        seconds: How long to inject faults (the run adds a short warm-up and shutdown).
-        seed: Seed of the fault schedule.
+        seconds: Start rounds of faults for this long (each round runs whole; the run
+            adds a short warm-up and shutdown). Not used when ``rounds`` is given.
+        seed: Seed of everything random in the run.
+        rounds: Run exactly this many rounds (every kind of fault once each).
         transport: The client's transport.
         rotate_every: Seconds between make-before-break rotations.
+        recovery_limit: Seconds within which each fault must be recovered from.
         rss_limit_mb: The largest RSS growth that passes.
         progress: Called with a line of text after each round of faults.
 
     Returns:
         The :class:`SoakReport`.
+
+    Raises:
+        ValueError: ``rounds`` is given and not an int >= 1.
     """
+    if rounds is not None and (
+        isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1
+    ):
+        raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
     error_logs = _ErrorLogs()
     root = logging.getLogger()
     root.addHandler(error_logs)
     try:
-        report = await _soak(seconds, seed, transport, rotate_every, rss_limit_mb, progress)
+        report = await _soak(
+            _Plan(seconds, rounds, rotate_every, recovery_limit, rss_limit_mb),
+            seed,
+            transport,
+            progress,
+        )
     finally:
         root.removeHandler(error_logs)
     report.error_logs = error_logs.lines
@@ -646,11 +751,9 @@ async def soak(
 
 
 async def _soak(
-    seconds: float,
+    plan: _Plan,
     seed: int,
     transport: str,
-    rotate_every: float,
-    rss_limit_mb: float,
     progress: Callable[[str], None] | None,
 ) -> SoakReport:
     symbols = tuple(f"SYM{i:03d}" for i in range(_STREAMS))
@@ -658,9 +761,9 @@ async def _soak(
         DemoExchange(symbols=symbols, interval=0.005, batch=2, seed=seed) as exchange,
         FaultProxy("127.0.0.1", exchange.port) as proxy,
     ):
-        run = _Soak(seconds, seed, transport, rotate_every)
+        run = _Soak(seed, transport, plan.recovery_limit)
         report = run.report
-        report.rss_limit = int(rss_limit_mb * 2**20)
+        report.rss_limit = int(plan.rss_limit_mb * 2**20)
         gc.collect()
         report.tasks_start = other_tasks()
         report.sockets_start = open_sockets()
@@ -668,8 +771,9 @@ async def _soak(
         client = rxws.WebSocketClient(
             proxy.url("/stream"),
             transport=transport,
-            backoff=rxws.Backoff(initial=0.05, maximum=0.4, reset_after=2.0),
-            rotate_every=rotate_every,
+            # No jitter: the delays are the same on every run.
+            backoff=rxws.Backoff(initial=0.05, maximum=0.4, jitter=0.0, reset_after=2.0),
+            rotate_every=plan.rotate_every,
             dedupe=lambda m: m.get("seq") if isinstance(m, dict) else None,
             overlap_timeout=2.0,
             idle_timeout=0.5,
@@ -694,33 +798,41 @@ async def _soak(
         try:
             await client.start()
             # Warm-up: messages flow and one rotation has happened.
-            await run.wait(lambda: client.stats.rotations >= 1 and run.consumed > 0, 10.0)
+            report.warmed_up = await run.wait(
+                lambda: client.stats.rotations >= 1 and run.consumed > 0, _ROTATION_LIMIT
+            )
             gc.collect()
             report.rss_start = resident_bytes()
-            deadline = run.loop.time() + seconds
-            rounds = 0
-            while run.loop.time() < deadline:
+            started = run.loop.time()
+            deadline = started + plan.seconds
+            while report.rounds < (plan.rounds or 1) or (
+                plan.rounds is None and run.loop.time() < deadline
+            ):
                 for kind in run.schedule():
-                    if run.loop.time() >= deadline:
-                        break
                     await run.inject(kind, exchange, proxy)
                     await asyncio.sleep(run.rng.uniform(0.1, 0.6))
-                rounds += 1
+                report.rounds += 1
                 if progress is not None:
                     done = len(run.records)
                     progress(
-                        f"round {rounds}: {done} faults, {run.consumed} messages, "
+                        f"round {report.rounds}: {done} faults, {run.consumed} messages, "
                         f"RSS {resident_bytes() / 2**20:.1f} MB"
                     )
+            report.seconds = run.loop.time() - started
             # A quiet spell with a rotation in it, then the end state.
             rotations = client.stats.rotations
-            await run.wait(lambda: client.stats.rotations > rotations, 5.0)
+            report.rotated_after = await run.wait(
+                lambda: client.stats.rotations > rotations, _ROTATION_LIMIT
+            )
             run.housekeeping(exchange)
             gc.collect()
             report.rss_end = resident_bytes()
         finally:
             for sub in streams:
                 sub.dispose()
+            # Connections open now, or accepted from now on, may be closed while they
+            # still subscribe.
+            open_at_close, accepted_before_close = exchange.open_connections, exchange.accepted
             await client.close()
             await asyncio.wait_for(consumer, 10.0)
         run.finish(client, exchange)
@@ -734,6 +846,7 @@ async def _soak(
         gc.collect()
         report.tasks_end = other_tasks()
         report.sockets_end = open_sockets()
+        run.count_subscriptions(exchange, open_at_close, accepted_before_close)
     return report
 
 
@@ -741,9 +854,10 @@ def run_soak(seconds: float = 20.0, seed: int = 0, **options: Any) -> SoakReport
     """Run :func:`soak` in a new event loop (``asyncio.run``) and return its report.
 
     Args:
-        seconds: How long to inject faults.
-        seed: Seed of the fault schedule.
-        **options: ``transport``, ``rotate_every``, ``rss_limit_mb``, ``progress``.
+        seconds: How long to start rounds of faults for.
+        seed: Seed of everything random in the run.
+        **options: ``rounds``, ``transport``, ``rotate_every``, ``recovery_limit``,
+            ``rss_limit_mb``, ``progress``.
     """
     return asyncio.run(soak(seconds, seed, **options))
 
@@ -753,9 +867,16 @@ def main(argv: list[str] | None = None) -> int:
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--minutes", type=float, help="how long to run (default 1)")
     length.add_argument("--seconds", type=float, help="how long to run, in seconds")
+    length.add_argument("--rounds", type=int, help="run exactly this many rounds of faults")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault schedule")
     parser.add_argument("--transport", default="websockets", help="websockets or picows")
     parser.add_argument("--rotate-every", type=float, default=0.5, help="seconds")
+    parser.add_argument(
+        "--recovery-limit",
+        type=float,
+        default=_RECOVERY_LIMIT,
+        help="seconds within which each fault must be recovered from",
+    )
     parser.add_argument("--rss-limit-mb", type=float, default=10.0)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -769,8 +890,10 @@ def main(argv: list[str] | None = None) -> int:
     report = run_soak(
         seconds,
         args.seed,
+        rounds=args.rounds,
         transport=args.transport,
         rotate_every=args.rotate_every,
+        recovery_limit=args.recovery_limit,
         rss_limit_mb=args.rss_limit_mb,
         progress=None if args.quiet else progress,
     )

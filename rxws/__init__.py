@@ -6,7 +6,7 @@ indexed :class:`Router`, wrapped up in :class:`WebSocketClient`, and bridged to
 ``async for`` by :func:`to_async_iterable`.
 """
 
-from . import compat, errors, events, ops, protocols
+from . import compat, errors, events, ops, protocols, transports
 from ._version import __version__
 from .backoff import Backoff
 from .bridge import AsyncStream, from_async_iterable, to_async_iterable
@@ -18,6 +18,7 @@ from .errors import (
     ConnectionLost,
     HandshakeRejected,
     IdleTimeout,
+    NoRunningLoop,
     NotConnected,
     ParseError,
     ReconnectExhausted,
@@ -46,6 +47,7 @@ __all__ = [
     "HandshakeRejected",
     "IdleTimeout",
     "Limits",
+    "NoRunningLoop",
     "NotConnected",
     "ParseError",
     "RateBudget",
@@ -72,4 +74,5 @@ __all__ = [
     "parse_json",
     "protocols",
     "to_async_iterable",
+    "transports",
 ]

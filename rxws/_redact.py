@@ -1,11 +1,12 @@
 """Keep secrets out of text: URL query values, passwords, tokens in paths, header values.
 
 Every URL, log line, repr, exception message and event that rxws writes goes through
-here. :class:`Redactor` knows the secret strings of one connection (taken from its URL
-and headers) and blanks them wherever they appear; :func:`redact_url` blanks the secret
-parts of any URL by structure. :class:`RedactingLogger` is the logger rxws hands to
-websockets, so the request lines and headers that websockets logs at DEBUG level are
-redacted too.
+here. :class:`Redactor` knows the secret strings of one connection (the values of its
+URL's secret-named or token-like query parameters, its password and token-like path
+segments, every header value) and blanks them wherever they appear;
+:func:`redact_url` blanks the secret parts of any URL by structure.
+:class:`RedactingLogger` is the logger rxws hands to websockets, so the request lines
+and headers that websockets logs at DEBUG level are redacted too.
 """
 
 from __future__ import annotations
@@ -47,18 +48,48 @@ _PLAIN_HEADERS = frozenset(
 _MIN_SECRET = 4  # shorter values are not blanked inside free text (too many false hits)
 
 
+# Query parameters whose values are secrets whatever they look like (matched anywhere in
+# the parameter's name, ignoring case: listenKey, api_key, access_token, X-Signature, ...).
+_SECRET_NAME = re.compile(
+    r"key|token|secret|sig|pass|pwd|auth|cred|session|cookie|jwt|bearer|nonce|otp|ticket",
+    re.IGNORECASE,
+)
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_\-.~=+%]+")
+
+
+def _is_secret(name: str, value: str) -> bool:
+    """Whether a query value is blanked wherever it appears in free text.
+
+    It is when its parameter has a secret's name, or when the value looks like a token:
+    16 or more URL-safe characters, or 8 or more that mix letters and digits. Short
+    ordinary values (``mode=custom``, ``symbol=BTCUSDT``, a timestamp) stay readable in
+    a close reason or an error message; the URL itself is always shown with every query
+    value blanked (:func:`redact_url`).
+    """
+    if _SECRET_NAME.search(name):
+        return True
+    if not _TOKEN_CHARS.fullmatch(value):
+        return False
+    if len(value) >= 16:
+        return True
+    return len(value) >= 8 and any(c.isdigit() for c in value) and any(c.isalpha() for c in value)
+
+
 def _secret_parts(url: str) -> list[str]:
-    """The secret strings in ``url``: query values, password, token-like path segments."""
+    """The secret strings in ``url``: secret query values, password, token-like segments."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return []
     found = []
-    for _, value in parse_qsl(parts.query, keep_blank_values=False):
-        found += [value, quote(value, safe=""), quote(value)]
+    for name, value in parse_qsl(parts.query, keep_blank_values=False):
+        if _is_secret(name, value):
+            found += [value, quote(value, safe=""), quote(value)]
     for raw in parts.query.split("&"):
         if "=" in raw:
-            found.append(raw.split("=", 1)[1])
+            name, value = raw.split("=", 1)
+            if _is_secret(unquote(name), unquote(value)):
+                found.append(value)
     if parts.password:
         found += [parts.password, unquote(parts.password)]
     found += [seg for seg in parts.path.split("/") if _TOKEN_SEGMENT.match(seg)]

@@ -11,13 +11,22 @@
 
 :func:`to_async_iterable` subscribes at once and buffers into a bounded deque; when the
 buffer is full, the ``overflow`` policy decides what happens, and nothing is ever lost
-without a trace: ``"error"`` ends the stream with :class:`rxws.StreamOverflow`, the
-drop policies count what they drop in :attr:`AsyncStream.dropped`.
+without a trace: ``"error"`` fails the stream at once with :class:`rxws.StreamOverflow`
+(logged as a warning), the drop policies count what they drop in
+:attr:`AsyncStream.dropped` (and in the client's ``stats.dropped`` for a client's
+stream).
+
+Inside a running loop it subscribes with an ``AsyncIOScheduler`` for that loop, so
+time-based operators upstream (``buffer_with_time``, ``interval``, ``debounce``) run on
+the loop rather than on a timer thread. Items may still come from another thread (an
+operator given a scheduler of its own): they are appended to the buffer where they
+arrive (``deque.append`` is atomic and keeps their order), and what else must happen
+(waking the consumer, a drop, an error, the completion) is handed to the loop with
+``call_soon_threadsafe``. An item costs no thread check unless the buffer is full or
+the consumer is waiting.
 
 :func:`from_async_iterable` turns an async iterable into an Observable whose every
 subscription iterates it in a task on the running loop.
-
-Everything runs on one asyncio loop: items must be pushed from that loop's thread.
 """
 
 from __future__ import annotations
@@ -28,16 +37,25 @@ import sys
 import warnings
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator
+from threading import get_ident
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, get_args
+from typing import Any, Generic, Literal, Protocol, TypeVar, get_args
 
 import reactivex
 from reactivex import abc
 from reactivex.disposable import Disposable
+from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from .errors import StreamOverflow
 
-__all__ = ["AsyncStream", "Overflow", "from_async_iterable", "to_async_iterable"]
+__all__ = [
+    "AsyncStream",
+    "DropCounter",
+    "Overflow",
+    "count_drops_in",
+    "from_async_iterable",
+    "to_async_iterable",
+]
 
 log = logging.getLogger("rxws.bridge")
 
@@ -50,6 +68,42 @@ _OVERFLOWS: tuple[str, ...] = get_args(Overflow)
 
 # Strong references to running iteration tasks, so none is garbage-collected mid-flight.
 _TASKS: set[asyncio.Task[None]] = set()
+
+# The attribute of an Observable that names who else counts its streams' drops.
+_DROP_COUNTER = "_rxws_drop_counter"
+
+
+class DropCounter(Protocol):
+    """Anything with an integer ``dropped`` attribute, such as a client's ``stats``."""
+
+    dropped: int
+
+
+def count_drops_in(
+    source: reactivex.Observable[T], counter: DropCounter
+) -> reactivex.Observable[T]:
+    """Mark ``source`` so that the streams made from it count their drops in ``counter`` too.
+
+    An :class:`AsyncStream` made directly from ``source``
+    (``source.pipe(to_async_iterable(...))``) then adds every item it drops to
+    ``counter.dropped`` as well as to its own :attr:`~AsyncStream.dropped`.
+    :class:`rxws.WebSocketClient` marks its streams this way, so that its
+    ``stats.dropped`` covers the bounded buffers of its consumers. The mark is read
+    once, when the stream is made: nothing is added to the per-item path.
+
+    Args:
+        source: The Observable to mark (an Observable that takes no attributes is
+            left as it is: its streams count only their own drops).
+        counter: Where drops are counted as well.
+
+    Returns:
+        ``source`` itself.
+    """
+    try:
+        setattr(source, _DROP_COUNTER, counter)
+    except AttributeError:
+        log.debug("%s takes no attributes; its streams count only their own drops", source)
+    return source
 
 
 def _check_args(maxsize: object, overflow: object) -> None:
@@ -90,17 +144,20 @@ class _Sink(Generic[T]):
 
     __slots__ = (
         "buffer",
+        "counter",
         "done",
         "dropped",
         "error",
         "limit",
+        "loop",
         "maxsize",
         "overflow",
         "subscription",
+        "thread",
         "waiter",
     )
 
-    def __init__(self, maxsize: int, overflow: Overflow) -> None:
+    def __init__(self, maxsize: int, overflow: Overflow, counter: DropCounter | None) -> None:
         self.buffer: deque[T] = deque()
         self.maxsize = maxsize
         self.overflow = overflow
@@ -108,49 +165,126 @@ class _Sink(Generic[T]):
         self.limit = sys.maxsize if overflow == "unbounded" else maxsize
         self.waiter: asyncio.Future[None] | None = None
         self.dropped = 0
+        self.counter = counter  # a client's stats, which count the drops too
         self.done = False
         self.error: BaseException | None = None
         self.subscription: abc.DisposableBase | None = None
+        # The consumer's loop and its thread. Another thread only ever appends to the
+        # buffer (deque.append is atomic, and keeps the order); everything else it would
+        # do (wake the consumer, drop, end) is handed over to the loop. No loop yet for a
+        # stream made outside one: its consumer's first wait sets it.
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = get_ident()
 
-    # Hot path: called once per item, inside the upstream's on_next.
+    def hand_over(self, call: Callable[..., None], *args: Any) -> bool:
+        """Run ``call(*args)`` on the consumer's loop, when called from another thread.
+
+        Returns:
+            False on the loop's thread, or when no loop is known yet: the caller then
+            runs it itself, where it is.
+        """
+        loop = self.loop
+        if loop is None or get_ident() == self.thread:
+            return False
+        try:
+            loop.call_soon_threadsafe(call, *args)
+        except RuntimeError:  # the loop is closed: nobody can read the stream any more
+            log.debug("an AsyncStream's loop is closed; a late call from a thread is ignored")
+        return True
+
+    # Hot path: called once per item, inside the upstream's on_next. Nothing here but
+    # the append runs until the buffer is full or a consumer waits, on any thread.
     def on_next(self, item: T) -> None:
         buffer = self.buffer
         if len(buffer) < self.limit:
             buffer.append(item)
             waiter = self.waiter
-            if waiter is not None:
-                self.waiter = None
-                if not waiter.done():
-                    waiter.set_result(None)
+            if waiter is not None:  # the consumer waits for this item: wake it
+                if get_ident() == self.thread:
+                    self.waiter = None
+                    if not waiter.done():
+                        waiter.set_result(None)
+                elif not self.hand_over(self.wake):
+                    self.wake()
         else:
             self._full(item)
 
     def _full(self, item: T) -> None:
         if self.done or self.limit < 0:
             return  # ended or closed: late items (during a synchronous subscribe) go nowhere
+        if self.loop is not None and get_ident() != self.thread:
+            self._full_elsewhere(item)
+            return
         overflow = self.overflow
-        self.dropped += 1
+        if overflow == "error":
+            self._overflowed()
+            return
+        self._count_dropped(1)
         if overflow == "drop_oldest":
             buffer = self.buffer
             buffer.popleft()
             buffer.append(item)
-        elif overflow == "error":
-            self.limit = -1
-            self._end(StreamOverflow(self.maxsize))
-            self.unsubscribe()
         # "drop_newest": the item is not kept; it was counted above.
 
+    def _full_elsewhere(self, item: T) -> None:
+        """:meth:`_full` on another thread than the loop's, which pops from the buffer."""
+        overflow = self.overflow
+        if overflow == "drop_oldest":
+            self.buffer.append(item)  # in order; the loop trims the oldest
+            self.hand_over(self._trim)
+        elif overflow == "drop_newest":
+            self.hand_over(self._count_dropped, 1)
+        else:  # "error": no more items from now on; the loop fails the stream
+            self.limit = -1
+            self.hand_over(self._overflowed)
+
+    def _trim(self) -> None:
+        """``drop_oldest`` for items appended by another thread: back to ``maxsize``."""
+        buffer = self.buffer
+        excess = len(buffer) - self.maxsize
+        if excess > 0 and self.limit >= 0:
+            for _ in range(excess):
+                buffer.popleft()
+            self._count_dropped(excess)
+
+    def _overflowed(self) -> None:
+        """``overflow="error"``: fail now, not after the consumer has read the buffer."""
+        if self.done:
+            return
+        buffered = len(self.buffer)
+        self.limit = -1
+        self.buffer.clear()
+        self._count_dropped(buffered + 1)
+        log.warning(
+            "an AsyncStream's buffer of %d items was full when another one arrived "
+            '(overflow="error"): the stream fails with StreamOverflow and its %d buffered '
+            "items are dropped; read it faster, raise maxsize or choose another overflow "
+            "policy",
+            self.maxsize,
+            buffered,
+        )
+        self._end(StreamOverflow(self.maxsize))
+        self.unsubscribe()
+
+    def _count_dropped(self, count: int) -> None:
+        self.dropped += count
+        counter = self.counter
+        if counter is not None:
+            counter.dropped += count
+
     def on_error(self, error: Exception) -> None:
-        self._end(error)
+        if not self.hand_over(self._end, error):
+            self._end(error)
 
     def on_completed(self) -> None:
-        self._end(None)
+        if not self.hand_over(self._end, None):
+            self._end(None)
 
     def _end(self, error: BaseException | None) -> None:
         if self.done:
             return
+        self.error = error  # before done: a consumer that sees done finds the error
         self.done = True
-        self.error = error
         self.wake()
 
     def wake(self) -> None:
@@ -176,17 +310,20 @@ class AsyncStream(AsyncIterator[T]):
 
     When an item arrives and ``maxsize`` items are already buffered, ``overflow`` decides:
 
-    - ``"error"``: the item is dropped (and counted), the upstream subscription is
-      disposed, and once the items already buffered have been read, ``__anext__``
-      raises :class:`rxws.StreamOverflow`. Nothing is lost silently.
+    - ``"error"``: the stream fails at once: the upstream subscription is disposed, the
+      buffered items and the new one are dropped (and counted), a WARNING is logged
+      (logger ``rxws.bridge``), and the next ``__anext__`` raises
+      :class:`rxws.StreamOverflow`. Nothing is lost silently.
     - ``"drop_oldest"``: the oldest buffered item makes room for the new one.
     - ``"drop_newest"``: the new item is dropped.
     - ``"unbounded"``: no limit (``maxsize`` is not enforced); memory grows as long as
       the consumer lags. An explicit opt-in.
 
-    Dropped items are counted in :attr:`dropped`. When the source completes, iteration
-    ends after the buffer is drained; when it errors, the error is raised from
-    ``__anext__`` after the buffer is drained (once; the stream then ends).
+    Dropped items are counted in :attr:`dropped`, and also in the client's
+    ``stats.dropped`` when ``source`` is a :class:`rxws.WebSocketClient`'s stream (see
+    :func:`count_drops_in`). When the source completes, iteration ends after the buffer
+    is drained; when it errors, the error is raised from ``__anext__`` after the buffer
+    is drained (once; the stream then ends).
 
     :meth:`close` (sync) and :meth:`aclose` (async) are idempotent: they dispose the
     upstream subscription, clear the buffer and end the iteration, also for a consumer
@@ -194,9 +331,15 @@ class AsyncStream(AsyncIterator[T]):
     closes on exit. A stream dropped while still subscribed and never closed emits a
     ``ResourceWarning`` and disposes its subscription when it is garbage-collected.
 
-    The stream can be created outside a running loop (a synchronous source fills it
-    right away); the loop is looked up when the consumer first has to wait. Items must
-    be pushed from that loop's thread.
+    Made inside a running loop, it subscribes with an ``AsyncIOScheduler`` for that
+    loop: time-based operators upstream (``buffer_with_time``, ``interval``) run on the
+    loop, not on a timer thread, unless given a scheduler of their own. Items, errors
+    and completion may come from any thread: another thread's items are appended in
+    order, and waking the consumer, drops, errors and completion are handed to the loop
+    with ``call_soon_threadsafe``. The stream can also be made outside a running loop (a
+    synchronous source fills it right away, with no scheduler); the loop is looked up
+    when the consumer first has to wait, and only from then on is anything handed over.
+    Close it from the loop's thread.
 
     Args:
         source: The Observable to subscribe to.
@@ -221,10 +364,21 @@ class AsyncStream(AsyncIterator[T]):
     ) -> None:
         _check_args(maxsize, overflow)
         self._closed = False
-        self._sink: _Sink[T] = _Sink(maxsize, overflow)
-        self._buffer = self._sink.buffer  # the consumer's fast path reads it directly
-        sink = self._sink
-        subscription = source.subscribe(sink.on_next, sink.on_error, sink.on_completed)
+        counter: DropCounter | None = getattr(source, _DROP_COUNTER, None)
+        sink: _Sink[T] = _Sink(maxsize, overflow, counter)
+        self._sink = sink
+        self._buffer = sink.buffer  # the consumer's fast path reads it directly
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            subscription = source.subscribe(sink.on_next, sink.on_error, sink.on_completed)
+        else:
+            sink.loop = loop
+            subscription = source.subscribe(
+                sink.on_next, sink.on_error, sink.on_completed, scheduler=AsyncIOScheduler(loop)
+            )
         sink.subscription = subscription
         if sink.done:  # ended while subscribing: let go at once
             sink.unsubscribe()
@@ -299,8 +453,17 @@ class AsyncStream(AsyncIterator[T]):
                     "another task is already waiting on this AsyncStream; a stream has one "
                     "consumer (pipe the Observable into one stream per consumer)"
                 )
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            if sink.loop is not loop:  # made outside a loop: from now on, this one
+                sink.loop = loop
+                sink.thread = get_ident()
+            waiter: asyncio.Future[None] = loop.create_future()
             sink.waiter = waiter
+            # Another thread may have appended after the check above and before it saw
+            # the waiter: look again (the waiter set first, so one of the two sees it).
+            if buffer or sink.done:
+                sink.waiter = None
+                continue
             try:
                 await waiter
             finally:
@@ -375,8 +538,8 @@ def to_async_iterable(
 
     Args:
         maxsize: The most items buffered before ``overflow`` applies (an int >= 1).
-        overflow: When the buffer is full: ``"error"`` (end the stream with
-            :class:`rxws.StreamOverflow` after the buffered items), ``"drop_oldest"``,
+        overflow: When the buffer is full: ``"error"`` (fail the stream at once: the
+            next ``__anext__`` raises :class:`rxws.StreamOverflow`), ``"drop_oldest"``,
             ``"drop_newest"``, or ``"unbounded"`` (no limit).
 
     Returns:

@@ -53,7 +53,7 @@ import ssl
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, NoReturn, TextIO
@@ -1221,6 +1221,20 @@ class _Tally:
         return rows
 
 
+@contextlib.asynccontextmanager
+async def _running(exchange: DemoExchange) -> AsyncIterator[DemoExchange]:
+    """``async with exchange``, and closed too when it fails to start (a port taken)."""
+    try:
+        await exchange.start()
+    except BaseException:
+        await exchange.aclose()
+        raise
+    try:
+        yield exchange
+    finally:
+        await exchange.aclose()
+
+
 def _demo_streams(symbols: list[str]) -> list[str]:
     """The exchange streams the demo subscribes: every symbol it trades."""
     # Topic sharding over several connections (--topic) will build on this list.
@@ -1231,7 +1245,8 @@ async def _demo(args: argparse.Namespace, printer: _Printer) -> int:
     symbols: list[str] = list(dict.fromkeys(args.symbols))
     streams = _demo_streams(symbols)
     batch = max(1, round(args.rate * 0.01))
-    async with DemoExchange(symbols=symbols, interval=batch / args.rate, batch=batch) as exchange:
+    exchange = DemoExchange(symbols=symbols, interval=batch / args.rate, batch=batch)
+    async with _running(exchange):
         runs = f"runs {args.duration:g} s" if args.duration else "runs until Ctrl-C"
         printer.news(
             f"demo exchange on {exchange.ws_url}: {len(symbols)} symbols, "
@@ -1425,7 +1440,7 @@ async def _exchange(args: argparse.Namespace, printer: _Printer) -> int:
         faults.append(f"sends broken JSON after every {args.malformed_every} trades")
     if args.refuse:
         faults.append(f"refuses the next handshakes with HTTP {', '.join(map(str, args.refuse))}")
-    async with exchange:
+    async with _running(exchange):
         printer.news(f"demo exchange: every trade on {exchange.url}")
         printer.news(f"demo exchange: SUBSCRIBE protocol on {exchange.ws_url} (Ctrl-C stops)")
         if faults:

@@ -63,7 +63,7 @@ from reactivex import abc
 from reactivex.disposable import Disposable
 
 from ._redact import Redactor, redact_tokens
-from .bridge import AsyncStream, Overflow
+from .bridge import AsyncStream, Overflow, count_drops_in
 from .client import WebSocketClient
 from .errors import ConnectionFailed, ParseError, StreamClosed
 from .filters import Filters
@@ -74,6 +74,7 @@ __all__ = ["AsyncWebsocketStreamInterface", "FilterStream"]
 log = logging.getLogger("rxws.compat")
 
 Handler = Callable[[Any], Any]
+
 
 def _redact_tokens(text: str) -> str:
     # Listen keys, tokens: long runs of URL-safe characters (Binance's keys are 60 long).
@@ -173,7 +174,7 @@ class _Parsing:
 
     async def work(self) -> None:
         backlog = self.backlog
-        parse = self.owner._parse_raw_data
+        parse: Callable[[Any], Any] = self.owner._parse_raw_data
         on_next = self.observer.on_next
         loop = asyncio.get_running_loop()
         while True:
@@ -181,7 +182,9 @@ class _Parsing:
                 raw = backlog.popleft()
                 try:
                     msg = parse(raw)
-                    if inspect.iscoroutine(msg):
+                    # A coroutine, or any other awaitable (a Future from run_in_executor)
+                    # as the old class awaited it; a plain def's dict is neither.
+                    if type(msg) is not dict and inspect.isawaitable(msg):
                         msg = await msg
                 except Exception as exc:
                     self.failed(raw, exc)
@@ -211,6 +214,71 @@ class _Parsing:
 
 
 # ---------------------------------------------------------------------- rotation
+
+
+class _WouldWait(Exception):
+    """``_parse_raw_data`` waited for something: it cannot parse a frame synchronously."""
+
+
+class _ParsedDedupe:
+    """``client_options["dedupe"]`` as the client calls it: on frames, not messages.
+
+    The client (parse=None) hands rotation raw frames; this parses each one with
+    ``_parse_raw_data`` before asking the user's ``dedupe`` for its id. The client calls
+    it synchronously, so the parser is driven to its end without the loop: fine for a
+    parser that returns without waiting (``async def`` around ``json.loads``). One that
+    really waits cannot be driven; its frames are then compared whole (identical frames
+    are the same message), with a warning once.
+    """
+
+    __slots__ = ("dedupe", "owner", "warned")
+
+    def __init__(self, owner: AsyncWebsocketStreamInterface, dedupe: Callable[[Any], Any]) -> None:
+        self.owner = owner
+        self.dedupe = dedupe
+        self.warned = False
+
+    def __call__(self, frame: Any) -> Any:
+        try:
+            msg = self.parse(frame)
+        except _WouldWait:
+            if not self.warned:
+                self.warned = True
+                log.warning(
+                    "%s._parse_raw_data waits for something, so client_options['dedupe'] "
+                    "cannot see parsed messages during a rotation: identical frames count as "
+                    "the same message instead",
+                    type(self.owner).__name__,
+                )
+            return frame
+        except Exception:
+            return None  # the parse stage reports the frame; it has no id
+        try:
+            return self.dedupe(msg)
+        except Exception as exc:
+            raise ValueError(
+                f"{type(self.owner).__name__}.client_options['dedupe'] raised "
+                f"{type(exc).__name__} ({exc}) on a message parsed by _parse_raw_data; it "
+                "must return the message's id, or None for a message without one"
+            ) from exc
+
+    def parse(self, frame: Any) -> Any:
+        result: Any = self.owner._parse_raw_data(frame)
+        if inspect.iscoroutine(result):
+            try:
+                while True:
+                    if result.send(None) is not None:  # a future: a real wait
+                        raise _WouldWait
+                    # None: a bare yield (asyncio.sleep(0)); going on changes nothing
+            except StopIteration as finished:
+                return finished.value
+            finally:
+                result.close()
+        if type(result) is not dict and inspect.isawaitable(result):
+            if isinstance(result, asyncio.Future) and result.done():
+                return result.result()
+            raise _WouldWait
+        return result
 
 
 class _Deferred:
@@ -248,7 +316,9 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
             of connections.
         client_options: Extra keyword arguments for the underlying
             :class:`rxws.WebSocketClient` (``backoff``, ``idle_timeout``,
-            ``overlap_timeout``, ``send_timeout``, ...).
+            ``overlap_timeout``, ``send_timeout``, ``dedupe``, ...). ``dedupe`` gets
+            messages parsed by :meth:`_parse_raw_data`, like the streams (during a
+            rotation's overlap each frame is then parsed once more for it).
     """
 
     stream_maxsize: int = 10_000
@@ -275,11 +345,21 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
             return await open_ws()
 
         create_ws.__qualname__ = f"{type(self).__qualname__}._create_ws"  # for client logs
+        options = dict(self.client_options)
+        dedupe = options.pop("dedupe", None)
+        if dedupe is not None:
+            if not callable(dedupe):
+                raise TypeError(
+                    "client_options['dedupe'] must be a callable message -> id, got "
+                    f"{type(dedupe).__name__}"
+                )
+            # The client parses nothing (parse=None): give dedupe parsed messages.
+            options["dedupe"] = _ParsedDedupe(self, dedupe)
         self._client = WebSocketClient(
             create_ws,
             parse=None,
             rotate_when=self._rotation_signal,
-            **self.client_options,
+            **options,
         )
         # Parse once per frame, then route through one index for every stream.
         self._router: Router[Any] = Router(
@@ -345,9 +425,7 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
             StreamClosed: :meth:`exit` was called.
         """
         self._check_open()
-        return FilterStream(
-            self._router.stream(_filters), self.stream_maxsize, self.stream_overflow
-        )
+        return FilterStream(self._stream(_filters), self.stream_maxsize, self.stream_overflow)
 
     def add_handler(self, function_or_coroutine_function: Handler) -> None:
         """Call ``function_or_coroutine_function(msg)`` for every message.
@@ -377,7 +455,7 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
             getattr(handler, "__call__", None)  # noqa: B004  (an object with async __call__)
         ):
             stream: AsyncStream[Any] = AsyncStream(
-                self._router.stream(None), self.handler_maxsize, self.handler_overflow
+                self._stream(None), self.handler_maxsize, self.handler_overflow
             )
             task = self._spawn(self._run_async_handler(handler, stream))
 
@@ -433,6 +511,10 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
             await asyncio.gather(*tasks, return_exceptions=True)
 
     # ------------------------------------------------------------------ internals
+
+    def _stream(self, filters: Filters) -> reactivex.Observable[Any]:
+        """A routed stream whose async iterators count their drops in the client's stats."""
+        return count_drops_in(self._router.stream(filters), self._client.stats)
 
     def _check_open(self) -> None:
         if self._exited:
@@ -503,8 +585,7 @@ class AsyncWebsocketStreamInterface(metaclass=ABCMeta):
         dropped = 0
         try:
             async for msg in stream:
-                if stream.dropped != dropped:
-                    self._client.stats.dropped += stream.dropped - dropped
+                if stream.dropped != dropped:  # counted in client.stats.dropped too
                     dropped = stream.dropped
                     log.warning(
                         "async handler %r is too slow: %d messages dropped so far",

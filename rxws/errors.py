@@ -17,6 +17,7 @@ about it. URLs and header values in messages are always redacted.
     ├── SubscriberError            a subscriber raised while handling a message (non-fatal)
     ├── StreamOverflow             an async stream's buffer filled up (``overflow="error"``)
     ├── StreamClosed               an async stream or client was used after it was closed
+    ├── NoRunningLoop              something that runs on the asyncio loop was used outside one
     ├── SubscriptionRejected       the server refused to subscribe a topic (ends that topic)
     ├── NotConnected               ``send`` found no open connection in time
     └── TransportUnavailable       the chosen transport is not installed
@@ -38,6 +39,7 @@ __all__ = [
     "ConnectionLost",
     "HandshakeRejected",
     "IdleTimeout",
+    "NoRunningLoop",
     "NotConnected",
     "ParseError",
     "ReconnectExhausted",
@@ -259,6 +261,26 @@ class StreamClosed(RxwsError):
 
     def __init__(self, what: str = "the stream") -> None:
         super().__init__(f"{what} is closed; create a new one")
+
+
+class NoRunningLoop(RxwsError, RuntimeError):
+    """Something that runs on the asyncio event loop was used outside a running one.
+
+    Also a :class:`RuntimeError`, as asyncio's own "no running event loop" is.
+
+    Args:
+        what: What was used (``"rxws.connect(...)"``).
+        hint: What to do instead.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        hint: str = "use it from inside a running loop (an async def run by asyncio.run)",
+    ) -> None:
+        self.what = what
+        self.hint = hint
+        super().__init__(f"{what} runs on the asyncio event loop, and none is running; {hint}")
 
 
 class NotConnected(RxwsError):

@@ -15,6 +15,7 @@ No I/O here and no event loop: this module is pure policy.
 
 from __future__ import annotations
 
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -149,23 +150,31 @@ class _Clause(Generic[T]):
 def _hashable(value: Any) -> bool:
     try:
         hash(value)
-    except TypeError:
+    except (TypeError, ValueError):  # ValueError: a writable memoryview
         return False
     return True
 
 
-def _frozen(value: Any) -> Any:
-    """A hashable value equal to the unhashable ``value``; ``TypeError`` if none can be.
-
-    Among the builtins, an unhashable value can equal a hashable one only through sets
-    (``{1} == frozenset({1})``), also inside tuples. Lists and dicts equal no hashable
-    builtin, so a message value holding one cannot match a hashable filter value.
-    """
-    if isinstance(value, (set, frozenset)):
-        return frozenset(value)
-    if isinstance(value, tuple):
-        return tuple(item if _hashable(item) else _frozen(item) for item in value)
-    raise TypeError(f"no hashable equivalent of {type(value).__name__}")
+# Filter values of these types equal no value of a builtin unhashable type below.
+_PLAIN: frozenset[type] = frozenset({str, int, float, bool, complex, type(None)})
+# Message values that can equal a hashable filter value only when it is not plain: an
+# unhashable bytearray equals bytes, a set or a dict's keys equal a frozenset, a tuple
+# holding a list equals nothing plain, and so on.
+_BUILTIN_UNHASHABLE: frozenset[type] = frozenset(
+    {
+        list,
+        dict,
+        set,
+        bytearray,
+        tuple,
+        memoryview,
+        type({}.keys()),
+        type({}.values()),
+        type({}.items()),
+        OrderedDict,
+        defaultdict,
+    }
+)
 
 
 class _Bucket(Generic[T]):
@@ -205,7 +214,11 @@ class FilterIndex(Generic[T]):
     (its *anchor*). For a message, only the dicts whose anchor pair occurs in it are
     checked, so the cost depends on the message and the matches, not on how many filter
     lists are registered. Dicts whose values are all unhashable are checked one by one
-    (they still match by ``==``).
+    (they still match by ``==``). A message value that is unhashable (a ``bytearray``, a
+    ``set``, a dict's keys) is compared by ``==`` with the filter values of its key that
+    are not plain scalars (``bytes``, ``frozenset``, tuples, objects), so it finds
+    ``b"abc"`` or ``frozenset({1})`` as :func:`matches` would, at a cost independent of
+    the strings and numbers filed under that key.
 
     ``lookup(msg)`` returns exactly the targets whose filter list :func:`matches`
     accepts, each once.
@@ -227,6 +240,10 @@ class FilterIndex(Generic[T]):
         self._any_mapping: dict[int, T] = {}  # a filter list holding {}: every mapping
         # key -> value -> the one clause filed under that pair, or a bucket of several
         self._by_key: dict[Any, dict[Any, _Clause[T] | _Bucket[T]]] = {}
+        # key -> the values filed under it that are not plain scalars (bytes, frozensets,
+        # tuples, objects of other classes): the only ones that a message value of a
+        # builtin unhashable type (bytearray, set, ...) may equal.
+        self._odd: dict[Any, dict[Any, None]] = {}
         self._fallback: _Bucket[T] = _Bucket()  # dicts with no hashable value
         # handle -> its clause, or a list of them when the filter list has several dicts
         self._clauses: dict[int, _Clause[T] | list[_Clause[T]]] = {}
@@ -307,6 +324,8 @@ class FilterIndex(Generic[T]):
         entry = by_value.get(value)
         if entry is None:
             by_value[value] = clause
+            if type(value) not in _PLAIN:
+                self._odd.setdefault(key, {})[value] = None
         elif isinstance(entry, _Clause):
             bucket: _Bucket[T] = _Bucket()
             bucket.add(entry)
@@ -331,6 +350,11 @@ class FilterIndex(Generic[T]):
                 by_value[value] = next(iter(entry.clauses.values()))
                 return
         del by_value[value]
+        odd = self._odd.get(key)
+        if odd is not None:
+            odd.pop(value, None)
+            if not odd:
+                del self._odd[key]
         if not by_value:
             del self._by_key[key]
 
@@ -359,6 +383,7 @@ class FilterIndex(Generic[T]):
         self._all.clear()
         self._any_mapping.clear()
         self._by_key.clear()
+        self._odd.clear()
         self._fallback = _Bucket()
         self._clauses.clear()
         self._all_view = []
@@ -406,7 +431,10 @@ class FilterIndex(Generic[T]):
             for key, value in msg.items():
                 by_value = by_key.get(key)
                 if by_value is not None:
-                    checked = _collect(by_value, value, found, checked)
+                    try:
+                        checked = _collect(by_value, value, found, checked)
+                    except (TypeError, ValueError):  # an unhashable message value
+                        checked = self._collect_equal(key, by_value, value, found, checked)
         else:
             # The body of _collect, inlined: this loop runs for every message, and a
             # call would cost about as much as the rest of it.
@@ -416,8 +444,8 @@ class FilterIndex(Generic[T]):
                     continue
                 try:
                     entry = by_value.get(value)
-                except TypeError:
-                    checked = _collect(by_value, value, found, checked)
+                except (TypeError, ValueError):  # an unhashable message value
+                    checked = self._collect_equal(key, by_value, value, found, checked)
                     continue
                 if entry is None:
                     continue
@@ -457,6 +485,30 @@ class FilterIndex(Generic[T]):
                 found.append(clause.target)
         return found
 
+    def _collect_equal(
+        self,
+        key: Any,
+        by_value: dict[Any, _Clause[T] | _Bucket[T]],
+        value: Any,
+        found: list[T],
+        checked: list[_Clause[T]] | None,
+    ) -> list[_Clause[T]] | None:
+        """:func:`_collect` for an unhashable message ``value``: found by ``==``, not hash.
+
+        ``value`` is compared with the filter values filed under ``key`` (filter value on
+        the left, as :func:`matches` compares). For the builtin unhashable types only the
+        values that are not plain scalars can be equal, usually none or a few, so the
+        cost does not grow with the plain values (symbols, ids) filed under the key.
+        Values of other classes, which may define any ``__eq__``, are compared with
+        every value filed under the key.
+        """
+        candidates = by_value if type(value) not in _BUILTIN_UNHASHABLE else self._odd.get(key)
+        if candidates:
+            for filter_value in list(candidates):
+                if filter_value == value:
+                    checked = _collect(by_value, filter_value, found, checked)
+        return checked
+
 
 def _first(entry: tuple[int, Any]) -> int:
     return entry[0]
@@ -468,14 +520,12 @@ def _collect(
     found: list[T],
     checked: list[_Clause[T]] | None,
 ) -> list[_Clause[T]] | None:
-    """Add the targets proven by ``value``; return the clauses still to check."""
-    try:
-        entry = by_value.get(value)
-    except TypeError:
-        try:
-            entry = by_value.get(_frozen(value))
-        except TypeError:
-            return checked  # a list or dict equals no hashable filter value
+    """Add the targets proven by ``value``; return the clauses still to check.
+
+    Raises:
+        TypeError: ``value`` is unhashable (``ValueError`` for a writable memoryview).
+    """
+    entry = by_value.get(value)
     if entry is None:
         return checked
     if type(entry) is _Clause:

@@ -47,7 +47,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
 from .codec import dump_json, parse_json
-from .errors import ParseError, RxwsError
+from .errors import NoRunningLoop, ParseError, RxwsError
 
 try:
     import nats.errors as _nats_errors  # type: ignore[import-not-found, unused-ignore]
@@ -191,9 +191,8 @@ def _running_loop(what: str) -> asyncio.AbstractEventLoop:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
-        raise RuntimeError(
-            f"rxws.nats.{what} runs on the asyncio loop that nats-py uses: "
-            "subscribe from inside that running loop"
+        raise NoRunningLoop(
+            f"rxws.nats.{what}", "subscribe from inside the loop that nats-py uses"
         ) from None
 
 

@@ -25,14 +25,16 @@ from reactivex.disposable import Disposable
 
 from ._redact import Redactor
 from ._signal import OpenSignal, claim_open_signal
-from ._transport import Link, Transport, connection_is_open, get_transport, send_on
 from .codec import parse_json
-from .errors import ConnectionFailed, ParseError, RxwsError
-from .events import Connected, Connecting, Disconnected, Event
+from .errors import ConnectionFailed, ConnectionLost, NoRunningLoop, ParseError, RxwsError
+from .events import ClosedBy, Connected, Connecting, Disconnected, Event
+from .transports import Link, Transport, get_transport
+from .transports.websockets import connection_is_open, send_on
 
 __all__ = [
     "OnOpen",
     "UrlSource",
+    "check_connect",
     "connect",
     "connection_is_open",
     "describe_url",
@@ -220,17 +222,22 @@ class _Session:
                 raise
             finally:
                 if cancelled:
-                    self._event(Disconnected("closed by the subscriber"))
+                    self._event(Disconnected("closed by the subscriber", closed_by="client"))
         if self.failed_in_burst:
             self._burst_over()
         if outcome is None:
             log.debug("%s closed normally", self.shown)
-            self._event(Disconnected("closed normally by the server"))
+            self._event(Disconnected("closed normally by the server", closed_by="server"))
             observer.on_completed()
         else:
             reason = self.redactor(str(outcome))
             log.debug("connection to %s ended: %s", self.shown, reason)
-            self._event(Disconnected(reason, outcome))
+            by: ClosedBy = (
+                "server"
+                if isinstance(outcome, ConnectionLost) and outcome.code is not None
+                else "network"
+            )
+            self._event(Disconnected(reason, outcome, closed_by=by))
             observer.on_error(outcome)
 
 
@@ -240,6 +247,28 @@ def _task_done(task: asyncio.Task[None]) -> None:
         log.error("a connection task failed", exc_info=task.exception())
 
 
+def check_connect(
+    url: UrlSource, transport: str | Transport, connect_kwargs: dict[str, Any]
+) -> tuple[Transport, dict[str, Any], Redactor]:
+    """Check what :func:`connect` is given, as it does when called.
+
+    Returns:
+        The transport, the options it opens connections with, and the redactor for
+        this URL and its headers.
+
+    Raises:
+        ValueError: ``url`` is neither a ws/wss URL nor a callable, or an option is
+            one the transport cannot honour.
+        TypeError: ``transport`` is neither a name nor a transport.
+    """
+    _check_url(url)
+    chosen = get_transport(transport)
+    redactor = Redactor(
+        url if isinstance(url, str) else None, connect_kwargs.get("additional_headers")
+    )
+    return chosen, chosen.prepare(connect_kwargs, redactor), redactor
+
+
 def connect(
     url: UrlSource,
     *,
@@ -247,7 +276,7 @@ def connect(
     on_open: OnOpen | None = None,
     on_event: Callable[[Event], None] | None = None,
     on_error: Callable[[Exception], None] | None = None,
-    transport: str = "websockets",
+    transport: str | Transport = "websockets",
     **connect_kwargs: Any,
 ) -> reactivex.Observable[Any]:
     """A cold Observable of a websocket's messages: one subscription, one connection.
@@ -263,7 +292,8 @@ def connect(
             connection counts as failed (:class:`rxws.ConnectionFailed`).
         on_event: Called with each :mod:`rxws.events` event of this connection.
         on_error: Called with each non-fatal error (:class:`rxws.ParseError`).
-        transport: Which transport opens the connection (``"websockets"``).
+        transport: Which transport opens the connection: a name (``"websockets"``,
+            ``"picows"``) or a :class:`rxws.transports.Transport` object.
         **connect_kwargs: Passed to ``websockets.asyncio.client.connect``: ``ssl``,
             ``additional_headers``, ``ping_interval``, ``ping_timeout``, ``max_size``,
             ``proxy``, ``open_timeout``, ...
@@ -281,12 +311,7 @@ def connect(
     Example:
         >>> source = connect("wss://stream.example.com/ws")  # nothing happens yet
     """
-    _check_url(url)
-    chosen = get_transport(transport)
-    redactor = Redactor(
-        url if isinstance(url, str) else None, connect_kwargs.get("additional_headers")
-    )
-    options = chosen.prepare(connect_kwargs, redactor)
+    chosen, options, redactor = check_connect(url, transport, connect_kwargs)
 
     def subscribe(
         observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
@@ -294,9 +319,9 @@ def connect(
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            raise RuntimeError(
-                "subscribe to rxws.connect(...) from inside a running asyncio event loop "
-                "(for example in an async def run by asyncio.run)"
+            raise NoRunningLoop(
+                "rxws.connect(...)",
+                "subscribe to it from inside a running loop (an async def run by asyncio.run)",
             ) from None
         session = _Session(
             url,

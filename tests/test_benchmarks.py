@@ -7,30 +7,40 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "benchmarks" / "run.py"
+SHARDING = ROOT / "benchmarks" / "sharding.py"
+
+
+def bench(
+    script: Path, cwd: Path, *args: str, timeout: float = 50
+) -> subprocess.CompletedProcess[str]:
+    """Run a benchmark script with ``args`` in ``cwd``; its output as text."""
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 def test_a_tiny_run_reports_every_mode(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(RUN),
-            "--messages=2000",
-            "--rounds=1",
-            "--modes=raw,connect,client-10,share-10,bridge",
-            "--latency-modes=lat-raw,lat-client-10",
-            "--latency-rate=5000",
-            "--latency-seconds=0.2",
-            "--idle-streams=500",
-            "--long-messages=3000",
-            f"--json={out}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=50,
-        cwd=tmp_path,
+    proc = bench(
+        RUN,
+        tmp_path,
+        "--messages=2000",
+        "--rounds=1",
+        "--modes=raw,connect,client-10,share-10,bridge",
+        "--latency-modes=lat-raw,lat-client-10",
+        "--latency-rate=5000",
+        "--latency-seconds=0.2",
+        "--idle-streams=500",
+        "--long-messages=3000",
+        f"--json={out}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -69,22 +79,69 @@ def test_a_tiny_run_reports_every_mode(tmp_path: Path) -> None:
 
 
 def test_a_mode_that_cannot_run_is_reported_as_failed(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(RUN),
-            "--messages=100",
-            "--rounds=1",
-            "--modes=raw,no-such-mode",
-            "--latency-modes=",
-            "--idle-streams=0",
-            "--long-messages=0",
-        ],
-        capture_output=True,
-        text=True,
+    proc = bench(
+        RUN,
+        tmp_path,
+        "--messages=100",
+        "--rounds=1",
+        "--modes=raw,no-such-mode",
+        "--latency-modes=",
+        "--idle-streams=0",
+        "--long-messages=0",
         timeout=30,
-        cwd=tmp_path,
     )
     assert proc.returncode == 1
     assert "every round failed for: no-such-mode" in proc.stderr
     assert "FAILED" in proc.stdout
+
+
+def test_the_sharding_benchmark_reports_throughput_and_subscribe_time(tmp_path: Path) -> None:
+    out = tmp_path / "sharding.json"
+    modes = ["raw", "raw-conns", "shard", "shard-json@picows"]
+    proc = bench(
+        SHARDING,
+        tmp_path,
+        "--topics=300",
+        "--per-connection=100",
+        "--messages=3000",
+        "--rounds=1",
+        "--rate=2.5",
+        "--topics-per-frame=40",
+        f"--modes={','.join(modes)}",
+        f"--json={out}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+
+    summary = report["summary"]
+    assert list(summary) == modes
+    for mode, entry in summary.items():
+        assert entry["rounds_ok"] == 1, (mode, entry["errors"])
+        assert entry["median_rate"] > 0
+        assert report["runs"][mode][0]["received"] == 3000
+    assert summary["raw"]["x_raw"] == 1.0
+    assert summary["raw-conns"]["connections"] == 3
+    assert summary["shard"]["x_raw_per_round"] == [pytest.approx(summary["shard"]["x_raw"])]
+
+    # 300 topics at 100 a connection: 3 connections, 3 SUBSCRIBEs of at most 40 each.
+    for mode in ("shard", "shard-json@picows"):
+        run = report["runs"][mode][0]
+        assert run["topics_per_connection"] == [100, 100, 100]
+        assert run["frames"] == 9
+        assert run["first_request_seconds"] <= run["subscribe_seconds"]
+        assert run["subscribe_seconds"] <= run["every_topic_seconds"]
+        # Paced at 2 frames (0.8 x 2.5) per 1.05 s: a connection's third frame left
+        # 1.05 s after its first.
+        assert run["last_request_seconds"] - run["first_request_seconds"] >= 1.05 * 0.99
+    assert report["least_subscribe_seconds"] == pytest.approx(2 / 2.5)
+    assert report["paced_subscribe_seconds"] == pytest.approx(1.05)
+
+    names = [t["target"] for t in report["targets"]]
+    assert names == [
+        "shard: total msg/s",
+        "shard@picows: total msg/s",
+        "shard: time to subscribe every topic",
+    ]
+    assert "command: python benchmarks/sharding.py" in proc.stdout
+    assert "| shard-json@picows " in proc.stdout
+    assert "all acked s" in proc.stdout

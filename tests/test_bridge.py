@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import logging
+import threading
 import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -11,11 +14,14 @@ from typing import Any
 import pytest
 import reactivex
 from reactivex import operators as op
+from reactivex.scheduler import NewThreadScheduler, TimeoutScheduler
 from reactivex.subject import Subject
 from support import CountingSource
+from websockets.asyncio.server import ServerConnection, serve
 
 import rxws
 from rxws.bridge import AsyncStream, from_async_iterable, to_async_iterable
+from rxws.events import Failed
 from rxws.testing import DemoExchange, Recorder
 
 
@@ -171,21 +177,37 @@ async def test_a_burst_far_beyond_the_old_limit_reaches_the_consumer_whole() -> 
 # ---------------------------------------------------------------------- overflow policies
 
 
-async def test_overflow_error_raises_after_the_buffered_items_and_unsubscribes() -> None:
+def overflow_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "rxws.bridge" and r.levelno == logging.WARNING and "overflow" in r.message
+    ]
+
+
+async def test_overflow_error_fails_at_once_says_so_and_unsubscribes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     source = CountingSource()
     stream = source.observable.pipe(to_async_iterable(maxsize=3, overflow="error"))
-    for i in range(5):
-        source.subject.on_next(i)
-    assert len(stream) == 3
-    assert stream.dropped == 1  # item 3 did not fit; item 4 came after unsubscribing
+    with caplog.at_level(logging.WARNING, logger="rxws.bridge"):
+        for i in range(3):
+            source.subject.on_next(i)
+        assert overflow_warnings(caplog) == []
+        source.subject.on_next(3)  # does not fit: the stream fails now
+        [warning] = overflow_warnings(caplog)
+    assert "buffer of 3 items" in warning and "3 buffered items are dropped" in warning
+    source.subject.on_next(4)  # after unsubscribing: goes nowhere
+    assert len(stream) == 0
+    assert stream.dropped == 4  # the three buffered and the one that did not fit
     assert source.disposed == 1
     assert not source.subject.observers
 
-    assert [await stream.__anext__() for _ in range(3)] == [0, 1, 2]
+    # The very next read raises: the consumer does not first read the stale buffer.
     with pytest.raises(rxws.StreamOverflow) as caught:
         await stream.__anext__()
     assert caught.value.maxsize == 3
-    assert "maxsize" in str(caught.value)
+    assert "buffer of 3 items" in str(caught.value) and "maxsize" in str(caught.value)
     with pytest.raises(StopAsyncIteration):
         await stream.__anext__()
 
@@ -199,7 +221,24 @@ async def test_overflow_error_in_async_for() -> None:
     with pytest.raises(rxws.StreamOverflow):
         async for item in stream:
             seen.append(item)
-    assert seen == [0, 1]
+    assert seen == []
+
+
+async def test_overflow_error_on_a_real_connection_fails_at_once_and_closes_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with DemoExchange(batch=50, interval=0.001) as exchange:
+        with caplog.at_level(logging.WARNING, logger="rxws.bridge"):
+            stream = rxws.connect(exchange.url).pipe(to_async_iterable(maxsize=20))
+            # Nobody reads: the 21st message fails the stream and lets go of the socket.
+            await wait_until(lambda: stream.dropped > 0, timeout=5.0)
+            assert len(overflow_warnings(caplog)) == 1
+        assert len(stream) == 0 and stream.dropped == 21
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(rxws.StreamOverflow):
+            await stream.__anext__()
+        assert asyncio.get_running_loop().time() - started < 0.1
+        await exchange.wait_for(lambda: exchange.open_connections == 0)
 
 
 async def test_overflow_drop_oldest_keeps_the_newest_items() -> None:
@@ -237,14 +276,176 @@ async def test_overflow_unbounded_keeps_everything() -> None:
     assert stream.dropped == 0
 
 
-async def test_overflow_during_a_synchronous_subscribe() -> None:
+def test_overflow_during_a_synchronous_subscribe() -> None:
+    # Outside a running loop, a synchronous source fills the stream while subscribing.
     stream = reactivex.from_iterable(range(10)).pipe(to_async_iterable(maxsize=4))
-    assert len(stream) == 4
+    assert len(stream) == 0 and stream.dropped == 5
     seen = []
-    with pytest.raises(rxws.StreamOverflow):
+
+    async def consume() -> None:
         async for item in stream:
             seen.append(item)
-    assert seen == [0, 1, 2, 3]
+
+    with pytest.raises(rxws.StreamOverflow):
+        asyncio.run(consume())
+    assert seen == []
+
+
+async def test_drops_of_a_clients_streams_count_in_its_stats() -> None:
+    async with (
+        DemoExchange(batch=20, interval=0.002) as exchange,
+        rxws.WebSocketClient(exchange.ws_url) as client,
+    ):
+        subscribe = {"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 1}
+        unsubscribe = {"method": "UNSUBSCRIBE", "params": ["btcusdt@trade"], "id": 2}
+        streams = [
+            client.messages.pipe(to_async_iterable(maxsize=3, overflow="drop_oldest")),
+            client.stream([{"s": "BTCUSDT"}]).pipe(
+                to_async_iterable(maxsize=2, overflow="drop_newest")
+            ),
+            client.multiplex(subscribe, unsubscribe, [{"s": "BTCUSDT"}]).pipe(
+                to_async_iterable(maxsize=4, overflow="drop_oldest")
+            ),
+        ]
+        try:
+            await wait_until(lambda: all(s.dropped >= 10 for s in streams), timeout=5.0)
+            # Counted together on the loop's thread: equal at any moment.
+            assert client.stats.dropped == sum(s.dropped for s in streams)
+        finally:
+            for stream in streams:
+                stream.close()
+        # A plain Observable's stream counts only its own drops.
+        dropped = client.stats.dropped
+        plain = reactivex.from_iterable(range(10)).pipe(
+            to_async_iterable(maxsize=1, overflow="drop_newest")
+        )
+        await wait_until(lambda: plain.dropped == 9)
+        plain.close()
+        assert client.stats.dropped == dropped
+
+
+# ---------------------------------------------------------------------- a client never started
+
+
+async def test_a_client_never_started_records_that_its_feed_gave_up(transport: str) -> None:
+    # The client is used only through a stream: start() is never called.
+    async with DemoExchange() as exchange:
+        exchange.refuse(401)
+        status = Recorder()
+        client = rxws.WebSocketClient(exchange.url, transport=transport, send_timeout=5.0)
+        client.status.subscribe(status)
+        try:
+            with pytest.raises(rxws.HandshakeRejected) as caught:
+                await collect(client.stream([{"s": "BTCUSDT"}]).pipe(to_async_iterable()))
+            failure = caught.value
+            assert failure.status == 401
+            assert isinstance(status.items[-1], Failed) and status.items[-1].error is failure
+            assert "failed" in repr(client)
+
+            # send() does not wait its timeout for a connection that will never come.
+            with pytest.raises(rxws.NotConnected) as not_sent:
+                await asyncio.wait_for(client.send("hello"), 1.0)
+            assert not_sent.value.__cause__ is failure
+
+            # Later streams get the error; nothing reconnects after a 401.
+            late = Recorder()
+            client.stream().subscribe(late)
+            assert late.error is failure
+            with pytest.raises(rxws.HandshakeRejected):
+                await collect(client.messages.pipe(to_async_iterable()))
+            assert exchange.handshakes == 1
+            assert [type(e) for e in status.items].count(Failed) == 1
+        finally:
+            await client.close()
+
+
+# ---------------------------------------------------------------------- schedulers and threads
+
+
+async def test_interval_upstream_runs_on_the_loop_and_yields() -> None:
+    # No scheduler given: the stream's AsyncIOScheduler runs the timer on the loop.
+    threads: list[int] = []
+    source = reactivex.interval(0.02).pipe(
+        op.do_action(lambda _: threads.append(threading.get_ident())), op.take(3)
+    )
+    assert await collect(source.pipe(to_async_iterable()), timeout=2.0) == [0, 1, 2]
+    assert set(threads) == {threading.get_ident()}
+
+
+async def test_buffer_with_time_over_a_quiet_client_stream_yields_without_traffic() -> None:
+    # The server sends one burst and then nothing: no frame, no ping wakes the loop.
+    async def burst(ws: ServerConnection) -> None:
+        for i in range(5):
+            await ws.send(json.dumps({"i": i}))
+        await ws.wait_closed()
+
+    async with serve(burst, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with rxws.WebSocketClient(f"ws://127.0.0.1:{port}", ping_interval=None) as client:
+            threads: list[int] = []
+            batches = client.stream([{"i": 3}, {"i": 4}, {"i": 0}]).pipe(
+                op.buffer_with_time(0.1),
+                op.do_action(lambda _: threads.append(threading.get_ident())),
+                op.filter(bool),
+                to_async_iterable(),
+            )
+            async with batches:
+                got: list[Any] = []
+                while len(got) < 3:
+                    got += await asyncio.wait_for(batches.__anext__(), 2.0)
+            assert got == [{"i": 0}, {"i": 3}, {"i": 4}]
+            assert set(threads) == {threading.get_ident()}
+
+
+async def test_items_errors_and_completion_from_other_threads_reach_the_loop() -> None:
+    # A scheduler of reactivex's own that runs each timer on a thread of its own.
+    timer_thread = TimeoutScheduler()
+    loop_thread = threading.get_ident()
+    delivered: list[int] = []
+    items = reactivex.interval(0.01, scheduler=timer_thread).pipe(
+        op.do_action(lambda _: delivered.append(threading.get_ident())), op.take(5)
+    )
+    assert await collect(items.pipe(to_async_iterable()), timeout=2.0) == [0, 1, 2, 3, 4]
+    assert loop_thread not in delivered  # they really came from other threads
+
+    failing = reactivex.timer(0.01, scheduler=timer_thread).pipe(
+        op.flat_map(lambda _: reactivex.throw(ValueError("from a thread")))
+    )
+    with pytest.raises(ValueError, match="from a thread"):
+        await collect(failing.pipe(to_async_iterable()), timeout=2.0)
+
+    # Order holds across the hand-over, with a consumer slower than the producer.
+    many = reactivex.interval(0.001, scheduler=timer_thread).pipe(op.take(200))
+    async with many.pipe(to_async_iterable()) as stream:
+        got = []
+        async for item in stream:
+            got.append(item)
+            if item % 50 == 0:
+                await asyncio.sleep(0.01)
+    assert got == list(range(200))
+
+
+@pytest.mark.parametrize(
+    ("overflow", "kept"), [("drop_oldest", list(range(45, 50))), ("drop_newest", list(range(5)))]
+)
+async def test_drop_policies_hold_for_items_from_another_thread(
+    overflow: Any, kept: list[int]
+) -> None:
+    # Fifty items pushed from a thread of reactivex's into a buffer of five, unread.
+    source = reactivex.from_iterable(range(50), scheduler=NewThreadScheduler())
+    stream = source.pipe(to_async_iterable(maxsize=5, overflow=overflow))
+    await wait_until(lambda: stream._sink.done)
+    assert stream.dropped == 45
+    assert await collect(stream) == kept
+
+
+async def test_overflow_error_from_another_thread_fails_at_once() -> None:
+    source = reactivex.from_iterable(range(50), scheduler=NewThreadScheduler())
+    stream = source.pipe(to_async_iterable(maxsize=5))
+    await wait_until(lambda: stream._sink.done)
+    assert len(stream) == 0 and stream.dropped == 6
+    with pytest.raises(rxws.StreamOverflow):
+        await stream.__anext__()
 
 
 # ---------------------------------------------------------------------- errors and completion

@@ -700,3 +700,16 @@ async def test_no_secret_reaches_logs_reprs_events_or_errors(
 def test_the_client_is_exported_from_the_top_level() -> None:
     assert rxws.WebSocketClient is WebSocketClient
     assert isinstance(WebSocketClient("ws://127.0.0.1:9/").stats, rxws.ClientStats)
+
+
+async def test_aclose_is_close_and_both_are_idempotent(transport: str) -> None:
+    async with DemoExchange(interval=0.002) as exchange:
+        client = rxws.WebSocketClient(exchange.url, transport=transport)
+        await client.start()
+        await client.wait_connected()
+        closing = asyncio.ensure_future(client.aclose())
+        await asyncio.sleep(0)  # the first call is under way
+        await client.close()  # waits for it to finish
+        assert closing.done() and client.closed
+        await client.aclose()
+        await exchange.wait_for(lambda: exchange.open_connections == 0)

@@ -317,7 +317,7 @@ async def _until(stream: Any, count: int) -> Any:
             return
 
 
-async def test_a_stream_not_read_raises_stream_overflow_after_stream_maxsize_messages() -> None:
+async def test_a_stream_not_read_fails_with_stream_overflow_after_stream_maxsize_messages() -> None:
     class SmallStreams(ReadmeWs):
         stream_maxsize = 5
 
@@ -336,15 +336,16 @@ async def test_a_stream_not_read_raises_stream_overflow_after_stream_maxsize_mes
         await ws.wait_enter_handing_ws()
         go.set()
         await wait_until(lambda: len(seen) == 12)
-        # What was buffered is delivered, then the overflow is raised: nothing is lost
+        # The overflow is raised at once, and what it dropped is counted: nothing is lost
         # without a trace.
         got = []
         with pytest.raises(rxws.StreamOverflow) as raised:
             async for msg in stream:
                 got.append(msg["i"])
-        assert got == [0, 1, 2, 3, 4]
+        assert got == []
         assert raised.value.maxsize == 5
-        assert stream.dropped == 1  # the sixth; the stream let go of the feed right there
+        # The five buffered and the sixth; the stream let go of the feed right there.
+        assert stream.dropped == ws.client.stats.dropped == 6
         # The other consumers were not affected.
         assert [m["i"] for m in seen] == list(range(12))
         await ws.exit()
@@ -437,6 +438,16 @@ class RotatingWs(ReadmeWs):
 
 async def hello(index: int, ws: ServerConnection) -> None:
     await ws.send(json.dumps({"conn": index}))
+
+
+def numbered(count: int) -> Script:
+    """A script sending ``{"i": 0}`` to ``{"i": count - 1}`` on each connection."""
+
+    async def script(index: int, ws: ServerConnection) -> None:
+        for i in range(count):
+            await ws.send(json.dumps({"i": i}))
+
+    return script
 
 
 async def test_the_connection_is_replaced_when_when2create_new_ws_returns() -> None:
@@ -765,11 +776,7 @@ async def test_exit_while_a_parse_is_waiting_cancels_it_and_leaves_no_task() -> 
                     finished.append("cancelled")
             return msg
 
-    async def script(index: int, ws: ServerConnection) -> None:
-        for i in range(5):
-            await ws.send(json.dumps({"i": i}))
-
-    async with FrameServer(script) as server:
+    async with FrameServer(numbered(5)) as server:
         ws = Stuck(server.url())
         stream = ws.stream_filter()
         assert await take(stream, 2) == [{"i": 0}, {"i": 1}]
@@ -933,14 +940,147 @@ async def test_a_parse_with_a_timeout_inside_times_out_itself_not_the_connection
     if not hasattr(asyncio, "timeout"):
         pytest.skip("asyncio.timeout is new in Python 3.11")
 
-    async def script(index: int, ws: ServerConnection) -> None:
-        for i in range(3):
-            await ws.send(json.dumps({"i": i}))
-
-    async with FrameServer(script) as server:
+    async with FrameServer(numbered(3)) as server:
         ws = Enriching(server.url())
         async with ws.stream_filter() as stream:
             got = await take(stream, 3)
         assert got == [{"i": i, "enriched": False} for i in range(3)]
         assert len(server.connections) == 1 and not server.closed  # the connection lived on
+        await ws.exit()
+
+
+# ---------------------------------------------------------------------- parsing and dedupe
+
+
+async def test_a_parse_returning_a_future_is_awaited() -> None:
+    # The old class awaited whatever _parse_raw_data returned, so this worked there.
+    class ExecutorParse(ReadmeWs):
+        def _parse_raw_data(self, raw_data: Any) -> Any:
+            return asyncio.get_running_loop().run_in_executor(None, json.loads, raw_data)
+
+    async with FrameServer(hello) as server:
+        ws = ExecutorParse(server.url())
+        async with ws.stream_filter([{"conn": 0}]) as stream:
+            assert await take(stream, 1) == [{"conn": 0}]
+        await ws.exit()
+
+
+class Ticker:
+    """A server feed: one global counter ``i``, the same frames on every connection."""
+
+    def __init__(self) -> None:
+        self.connections: list[ServerConnection] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def script(self, index: int, ws: ServerConnection) -> None:
+        self.connections.append(ws)
+        if self.task is None:
+            self.task = asyncio.create_task(self.tick())
+        await asyncio.Future()  # cancelled when the connection closes
+
+    async def tick(self) -> None:
+        i = 0
+        while True:
+            i += 1
+            frame = json.dumps({"e": "tick", "i": i})
+            for ws in list(self.connections):
+                if ws.state is State.OPEN:
+                    await ws.send(frame)
+            await asyncio.sleep(0.003)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+class DedupeWs(RotatingWs):
+    seen_by_dedupe: list[type]
+
+    def __init__(self, url: str) -> None:
+        self.seen_by_dedupe = []
+        self.client_options = {
+            "dedupe": lambda m: self.seen_by_dedupe.append(type(m)) or m.get("i"),
+            "overlap_timeout": 2.0,
+        }
+        super().__init__(url)
+
+
+async def rotate_once(make: Callable[[str], DedupeWs]) -> tuple[DedupeWs, list[int]]:
+    """On a ticker: read a while, rotate, read a while more; the ``i`` values read."""
+    ticker = Ticker()
+    async with FrameServer(ticker.script) as server:
+        ws = make(server.url())
+        try:
+            async with ws.stream_filter([{"e": "tick"}]) as stream:
+                got = [m["i"] for m in await take(stream, 20)]
+                ws.rotate_signals[0].set()
+                await wait_until(lambda: ws.client.stats.rotations == 1)
+                got += [m["i"] for m in await take(stream, 20)]
+        finally:
+            await ws.exit()
+            await ticker.stop()
+    return ws, got
+
+
+async def test_client_options_dedupe_gets_parsed_messages_across_a_rotation() -> None:
+    ws, got = await rotate_once(DedupeWs)
+    assert ws.seen_by_dedupe, "the rotation never asked dedupe"
+    assert set(ws.seen_by_dedupe) == {dict}  # parsed messages, not raw text frames
+    assert got == list(range(got[0], got[0] + len(got)))  # nothing lost, nothing repeated
+
+
+async def test_a_dedupe_that_raises_is_blamed_for_it() -> None:
+    class Raising(RotatingWs):
+        client_options = {"dedupe": lambda m: m["id"], "overlap_timeout": 2.0}
+
+    ticker = Ticker()
+    async with FrameServer(ticker.script) as server:
+        ws = Raising(server.url())
+        errors: list[Exception] = []
+        ws.client.errors.subscribe(errors.append)
+        try:
+            async with ws.stream_filter() as stream:
+                await take(stream, 5)
+                ws.rotate_signals[0].set()
+                # The rotation reports the error and goes on: nothing ends the feed.
+                await wait_until(lambda: bool(errors))
+                await take(stream, 20)
+        finally:
+            await ws.exit()
+            await ticker.stop()
+    message = str(errors[0])
+    assert message.startswith("Raising.client_options['dedupe'] raised KeyError"), message
+    assert "_create_ws" not in message
+    assert isinstance(errors[0].__cause__, KeyError)
+
+
+async def test_dedupe_with_a_parse_that_waits_compares_whole_frames(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class WaitingParse(DedupeWs):
+        async def _parse_raw_data(self, raw_data: Any) -> Any:
+            await asyncio.sleep(0.0005)  # a real wait: it cannot run without the loop
+            return json.loads(raw_data)
+
+    with caplog.at_level(logging.WARNING, logger="rxws.compat"):
+        ws, got = await rotate_once(WaitingParse)
+    assert ws.seen_by_dedupe == []  # never handed a frame
+    warned = [r for r in compat_records(caplog) if "identical frames" in r.message]
+    assert len(warned) == 1
+    assert got == list(range(got[0], got[0] + len(got)))
+
+
+async def test_drops_of_a_filter_stream_count_in_the_clients_stats() -> None:
+    class Dropping(ReadmeWs):
+        stream_maxsize = 2
+        stream_overflow = "drop_oldest"
+
+    async with FrameServer(numbered(10)) as server:
+        ws = Dropping(server.url())
+        async with ws.stream_filter() as stream:
+            await wait_until(lambda: ws.client.stats.messages == 10)
+            await wait_until(lambda: stream.dropped == 8)
+            assert ws.client.stats.dropped == 8
+            assert [m["i"] for m in await take(stream, 2)] == [8, 9]
         await ws.exit()

@@ -67,6 +67,7 @@ SCALARS = st.one_of(
     st.integers(-2, 2),
     st.floats(allow_nan=True, allow_infinity=True, width=16),
     st.text(alphabet="xy", max_size=2),
+    st.sampled_from([b"", b"x", b"xy"]),  # bytes, equal to a bytearray
 )
 HASHABLE = st.recursive(
     SCALARS,
@@ -97,12 +98,18 @@ NON_MAPPINGS = st.one_of(
 )
 
 
-def thaw(value: Any) -> Any:
-    """An equal value with every frozenset turned into a (unhashable) set."""
+def thaw(value: Any, how: int) -> Any:
+    """An equal value of an unhashable type where there is one (``how`` picks which).
+
+    A frozenset becomes a set or a dict's keys, bytes a bytearray, a tuple holds thawed
+    items; the result is unhashable, yet ``==`` to the hashable original.
+    """
     if isinstance(value, frozenset):
-        return set(value)
+        return set(value) if how % 2 else dict.fromkeys(value).keys()
+    if isinstance(value, bytes):
+        return bytearray(value)
     if isinstance(value, tuple):
-        return tuple(thaw(item) for item in value)
+        return tuple(thaw(item, how) for item in value)
     return value
 
 
@@ -118,7 +125,8 @@ def messages_for(draw: st.DrawFn, filters: Any) -> Any:
         clause = draw(st.sampled_from(list(filters)))
         for k, v in clause.items():
             if draw(st.integers(0, 5)):  # mostly keep the pair, sometimes leave it out
-                msg[k] = thaw(v) if draw(st.booleans()) else v
+                how = draw(st.integers(0, 2))
+                msg[k] = thaw(v, how) if how else v
     if draw(st.booleans()) and draw(st.booleans()):
         return types.MappingProxyType(msg)
     return msg
@@ -276,11 +284,59 @@ def test_unhashable_message_values_match_equal_hashable_filters() -> None:
     index.add([{"a": frozenset({1})}], "set")
     index.add([{"a": (1, frozenset({2}))}], "tuple")
     index.add([{"a": [1]}], "list")
+    index.add([{"a": b"abc"}], "bytes")
+    index.add([{"a": (b"x", 1)}, {"b": 2}], "bytes in a tuple")
+    for i in range(100):
+        index.add([{"a": f"sym{i}"}], f"plain {i}")
     assert index.lookup({"a": {1}}) == ["set"]
+    assert index.lookup({"a": {1: "v"}.keys()}) == ["set"]
     assert index.lookup({"a": (1, {2})}) == ["tuple"]
     assert index.lookup({"a": [1]}) == ["list"]
+    assert index.lookup({"a": bytearray(b"abc")}) == ["bytes"]
+    assert index.lookup({"a": memoryview(bytearray(b"abc"))}) == ["bytes"]
+    assert index.lookup({"a": (bytearray(b"x"), 1), "b": 2}) == ["bytes in a tuple"]
     assert index.lookup({"a": [[1]]}) == []
     assert index.lookup({"a": {"x": [1]}}) == []
+    # The same through the other walk (more filter keys than message keys).
+    for i in range(10):
+        index.add([{f"k{i}": i}], f"key {i}")
+    assert index.lookup({"a": bytearray(b"abc")}) == ["bytes"]
+    assert index.lookup({"a": {1: None}.keys()}) == ["set"]
+
+
+class Loose:
+    """An unhashable message value of a class of its own that equals a plain string."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return other == self.text
+
+
+def test_an_unhashable_value_of_another_class_is_compared_with_every_filter_value() -> None:
+    index: FilterIndex[str] = FilterIndex()
+    index.add([{"s": "BTC"}], "btc")
+    index.add([{"s": "ETH"}], "eth")
+    msg = {"s": Loose("ETH")}
+    assert matches([{"s": "ETH"}])(msg)
+    assert index.lookup(msg) == ["eth"]
+
+
+def test_the_equality_fallback_does_not_compare_plain_filter_values() -> None:
+    # A bytearray cannot equal a str: 1,000 symbol filters are not compared with it.
+    index: FilterIndex[int] = FilterIndex()
+    for i in range(1_000):
+        index.add([{"s": f"S{i}"}], i)
+    index.add([{"s": Box(1)}], -1)
+    index.add([{"s": b"S1"}], -2)
+    Box.eq_calls = 0
+    assert index.lookup({"s": bytearray(b"S1")}) == [-2]
+    assert Box.eq_calls == 1  # the one value that is not a plain scalar
+    index.remove(1_001)  # b"S1"
+    assert index.lookup({"s": bytearray(b"S1")}) == []
 
 
 def test_nan_is_never_equal_even_when_found_by_identity() -> None:

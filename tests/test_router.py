@@ -47,7 +47,12 @@ def reference(filters: Any, msg: Any) -> bool:
 
 NAN = float("nan")
 KEYS = st.sampled_from(["s", "e", "k", 1, True])
-SCALARS = st.sampled_from(["A", "B", "C", 0, 1, True, False, 1.0, None, NAN, ""])
+SCALARS = st.sampled_from(["A", "B", "C", 0, 1, True, False, 1.0, None, NAN, "", b"A"])
+# Unhashable values equal to hashable ones: a bytearray to bytes, a set or a dict's keys
+# to a frozenset.
+THAWED = st.sampled_from(
+    [lambda: bytearray(b"A"), lambda: {"A"}, lambda: {"A": 0}.keys(), lambda: set()]
+).map(lambda make: make())
 VALUES = st.recursive(
     SCALARS,
     lambda inner: st.one_of(
@@ -55,11 +60,13 @@ VALUES = st.recursive(
         st.dictionaries(KEYS, inner, max_size=2),
         st.tuples(inner),
         st.frozensets(SCALARS, max_size=2),
+        THAWED,
     ),
     max_leaves=3,
 )
+SIMPLE_VALUES = st.sampled_from(["A", "B", 1, True, b"A", frozenset({"A"}), frozenset()])
 SIMPLE_FILTERS = st.lists(
-    st.dictionaries(st.sampled_from(["s", "e"]), st.sampled_from(["A", "B", 1, True]), min_size=1),
+    st.dictionaries(st.sampled_from(["s", "e"]), SIMPLE_VALUES, min_size=1),
     min_size=1,
     max_size=2,
 )
@@ -71,7 +78,9 @@ FILTERS = st.one_of(
     st.lists(st.dictionaries(KEYS, VALUES, max_size=2), min_size=1, max_size=3),
 )
 SIMPLE_MESSAGES = st.dictionaries(
-    st.sampled_from(["s", "e", "k"]), st.sampled_from(["A", "B", 1, True, [1]]), min_size=1
+    st.sampled_from(["s", "e", "k"]),
+    st.one_of(st.sampled_from(["A", "B", 1, True, [1]]), THAWED),
+    min_size=1,
 )
 MESSAGES = st.one_of(
     SIMPLE_MESSAGES,
@@ -83,6 +92,8 @@ MESSAGES = st.one_of(
 )
 SUB = st.tuples(st.just("sub"), FILTERS)
 PUSH = st.tuples(st.just("push"), MESSAGES)
+# A message made from a live stream's first filter dict, its values thawed (see ``thaw``).
+PUSH_LIKE = st.tuples(st.just("push_like"), st.integers(0, 20), st.integers(0, 2))
 OPS = st.builds(
     lambda first, rest: first + rest,
     st.lists(SUB, min_size=1, max_size=4),
@@ -91,7 +102,7 @@ OPS = st.builds(
             SUB,
             PUSH,
             PUSH,
-            PUSH,
+            PUSH_LIKE,
             st.tuples(st.just("dispose"), st.integers(0, 20)),
             st.tuples(st.just("arm_sub"), st.integers(0, 20), FILTERS),
             st.tuples(st.just("arm_dispose"), st.integers(0, 20), st.integers(0, 20)),
@@ -101,6 +112,26 @@ OPS = st.builds(
         max_size=40,
     ),
 )
+
+
+def thaw(value: Any, how: int) -> Any:
+    """``value``, or an unhashable value equal to it (``how`` picks which, 0 for none)."""
+    if not how:
+        return value
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, frozenset):
+        return set(value) if how == 1 else dict.fromkeys(value).keys()
+    if isinstance(value, tuple):
+        return tuple(thaw(item, how) for item in value)
+    return value
+
+
+def like(filters: Any, how: int) -> Any:
+    """A message that ``filters``' first dict accepts, with its values thawed."""
+    if not filters:
+        return {"s": "A"}
+    return {k: thaw(v, how) for k, v in filters[0].items()}
 
 
 @dataclass
@@ -226,6 +257,10 @@ def test_streams_get_exactly_their_messages_in_order_while_streams_come_and_go(
             model.dispose(op[1])
         elif kind == "push":
             model.push(op[1])
+        elif kind == "push_like":
+            live = model.live()
+            if live:
+                model.push(like(live[op[1] % len(live)].filters, op[2]))
         else:
             live = model.live()
             if not live:

@@ -22,6 +22,7 @@ import pytest
 import trustme
 
 import rxws
+from rxws._redact import Redactor
 from rxws.events import Disconnected, Event, Failed
 from rxws.testing import DemoExchange, FaultProxy, Recorder, SilentServer
 
@@ -297,3 +298,36 @@ async def test_parse_error_quoting_the_frame_is_redacted(
         assert LISTEN_KEY in str(error.error)  # the parser's own exception, untouched
         assert any("cannot parse" in r.getMessage() for r in debug_logs.records)
         assert_no_secret([str(error), repr(error), *seen.texts()[:1]], debug_logs)
+
+
+# ---------------------------------------------------------------------- free text
+
+
+def test_ordinary_query_values_stay_readable_in_free_text() -> None:
+    redactor = Redactor(
+        "wss://x.io/ws?mode=custom&symbol=BTCUSDT&timestamp=1700000000&depth=20"
+        f"&listenKey={LISTEN_KEY}&apiKey=abcd&id=a1b2c3d4e5&ref=Zm9vYmFyYmF6cXV4cXV1eA"
+    )
+    text = "custom reason: BTCUSDT depth 20 since 1700000000"
+    assert redactor(text) == text
+    # Secret-named values, whatever they look like, and token-like values are blanked.
+    assert redactor(f"key {LISTEN_KEY}, api abcd") == "key ***, api ***"
+    assert redactor("order a1b2c3d4e5 ref Zm9vYmFyYmF6cXV4cXV1eA") == "order *** ref ***"
+    # The URL itself still shows no query value at all.
+    assert "custom" not in redactor.url("wss://x.io/ws?mode=custom")
+
+
+async def test_a_close_reason_keeps_ordinary_words_of_the_url(
+    transport: str, debug_logs: pytest.LogCaptureFixture
+) -> None:
+    async with DemoExchange() as exchange:
+        url = f"{exchange.url}?mode=custom&listenKey={LISTEN_KEY}&signature={SIGNATURE}"
+        rec = Recorder()
+        rxws.connect(url, transport=transport).subscribe(rec)
+        await rec.wait_for_count(1)
+        await exchange.drop_all(4000, f"custom reason for {LISTEN_KEY}")
+        await rec.wait_done()
+    assert isinstance(rec.error, rxws.ConnectionLost)
+    assert rec.error.reason == "custom reason for ***"
+    assert "custom reason for ***" in str(rec.error)
+    assert_no_secret([error_text(rec.error)], debug_logs)

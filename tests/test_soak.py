@@ -1,4 +1,8 @@
-"""The chaos soak (benchmarks/soak.py), briefly on each transport, and its bookkeeping."""
+"""The chaos soak (benchmarks/soak.py), briefly on each transport, and its bookkeeping.
+
+The test passes exactly when the soak's own report says PASS (``report.ok``): every
+criterion lives in :attr:`SoakReport.problems`, none only here.
+"""
 
 from __future__ import annotations
 
@@ -29,28 +33,18 @@ soak = load_soak()
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 async def test_soak(transport: str) -> None:
-    # About 10 s of faults per transport: every kind comes up at least once.
-    report = await soak.soak(seconds=10.0, seed=8, transport=transport)
+    # Two whole rounds of the seeded schedule: every kind of fault twice, in two orders.
+    report = await soak.soak(rounds=2, seed=8, transport=transport)
     print(report.format())  # shown with -s, and on failure
-    assert set(report.faults) == set(soak.FAULT_KINDS), report.format()
-    assert report.recovered == report.injected, report.format()
-    assert report.unrecovered == [] and report.unexpected == [], report.format()
-    assert report.longest_recovery < 5.0, report.format()
-    assert report.messages > 500, report.format()
-    assert report.messages == report.tapped == report.stream_messages, report.format()
-    assert report.repeats == 0, report.format()
-    assert report.lost == 0, report.format()
-    assert report.consumer_error is None, report.format()
-    assert report.rotations >= 3, report.format()
-    assert report.reconnects >= report.faults["cut"], report.format()
-    assert report.resubscribed >= report.connections > 0, report.format()
-    assert report.tasks_end == report.tasks_start, report.format()
-    assert report.sockets_end == report.sockets_start, report.format()
-    assert report.rss_growth < 10 * 2**20, report.format()
-    assert report.error_logs == [], report.format()
     assert report.ok, report.format()
+
+
+def test_the_rounds_must_be_a_positive_int() -> None:
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="rounds must be an int >= 1"):
+            soak.run_soak(rounds=bad)
 
 
 def test_gaps_outside_fault_windows_are_loss() -> None:
@@ -61,13 +55,22 @@ def test_gaps_outside_fault_windows_are_loss() -> None:
     assert outside == [(30, 33), (55, 61)]
 
 
-def test_a_failed_report_says_why() -> None:
-    report: Any = soak.SoakReport(seconds=1.0, seed=0, transport="websockets")
-    assert not report.ok and "no fault was injected" in report.problems
-    report.faults = {"cut": 1}
-    report.recovered = 1
+def passing_report() -> Any:
+    report: Any = soak.SoakReport(seconds=1.0, seed=0, transport="websockets", rounds=1)
+    report.faults = dict.fromkeys(soak.FAULT_KINDS, 1)
+    report.recovered = len(soak.FAULT_KINDS)
     report.messages = report.tapped = report.stream_messages = 10
+    report.warmed_up = report.rotated_after = True
+    report.accepted = report.resubscribed = 5
+    return report
+
+
+def test_a_failed_report_says_why() -> None:
+    empty: Any = soak.SoakReport(seconds=1.0, seed=0, transport="websockets")
+    assert not empty.ok and "no fault was injected" in empty.problems
+    report = passing_report()
     assert report.ok, report.problems
+    assert "PASS" in report.format()
     report.repeats = 1
     report.lost = 3
     report.sockets_end = 1
@@ -77,3 +80,19 @@ def test_a_failed_report_says_why() -> None:
         "sockets: 0 at the start, 1 at the end",
     ]
     assert "FAIL" in report.format()
+
+
+def test_every_criterion_of_a_run_is_in_the_report() -> None:
+    # What the soak test used to check on its own, besides report.ok, is now a problem.
+    report = passing_report()
+    report.faults["cut"] = 2  # a kind injected twice in one round (10 faults in all)
+    report.rotated_after = False
+    report.unrecovered = ["blackhole"]  # 9 recovered
+    report.resubscribed = 2
+    report.subscribe_allowance = 1
+    problems = report.problems
+    assert len(problems) == 4, problems
+    assert problems[0].startswith("the schedule ran 1 round(s) but injected")
+    assert problems[1] == "no rotation in the quiet spell after the faults"
+    assert problems[2] == "1 fault(s) not recovered within 10 s: ['blackhole']"
+    assert problems[3].startswith("3 server connection(s) did not get all 100 SUBSCRIBE")

@@ -234,8 +234,8 @@ def test_bad_url_message_is_redacted() -> None:
 def test_subscribing_outside_a_loop_says_what_to_do() -> None:
     rec = Recorder()
     rxws.connect("ws://127.0.0.1:1/").subscribe(rec)
-    assert isinstance(rec.error, RuntimeError)
-    assert "running asyncio event loop" in str(rec.error)
+    assert isinstance(rec.error, rxws.NoRunningLoop) and isinstance(rec.error, RuntimeError)
+    assert "none is running" in str(rec.error) and "asyncio.run" in str(rec.error)
 
 
 def test_unknown_transport_is_rejected() -> None:
@@ -313,3 +313,31 @@ async def test_url_callable_raising_is_a_retryable_connection_failure(transport:
     assert isinstance(rec.error, rxws.ConnectionFailed)
     assert "listen key service down" in str(rec.error)
     assert rxws.is_retryable(rec.error)
+
+
+@pytest.mark.parametrize(
+    ("how", "closed_by"),
+    [("dispose", "client"), ("close", "server"), ("abort", "network")],
+)
+async def test_disconnected_says_who_closed(how: str, closed_by: str, transport: str) -> None:
+    async with DemoExchange(interval=0.002) as exchange:
+        events: list[Event] = []
+        got = Recorder()
+        subscription = rxws.connect(
+            exchange.url, on_event=events.append, transport=transport
+        ).subscribe(got)
+        await got.wait_until(lambda: len(got.items) >= 3)
+        if how == "dispose":
+            subscription.dispose()
+        elif how == "close":
+            await exchange.drop_all(1011)
+        else:
+            exchange.abort_all()
+        for _ in range(200):
+            if any(isinstance(e, Disconnected) for e in events):
+                break
+            await asyncio.sleep(0.02)
+        subscription.dispose()
+        [ended] = [e for e in events if isinstance(e, Disconnected)]
+        assert ended.closed_by == closed_by
+        await exchange.wait_for(lambda: exchange.open_connections == 0)

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from reactivex import abc
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
+from ..errors import NoRunningLoop
 from ..events import Event
 
 __all__ = [
@@ -78,9 +79,10 @@ def resolve_scheduler(
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        raise RuntimeError(
-            "rxws.ops time-based operators run on the asyncio loop: subscribe from inside "
-            "a running loop, or pass scheduler= (for example a reactivex TestScheduler)"
+        raise NoRunningLoop(
+            "rxws.ops time-based operators",
+            "subscribe from inside a running loop, or pass scheduler= (for example a "
+            "reactivex TestScheduler)",
         ) from None
     return Clock(AsyncIOScheduler(loop), loop.time)
 

@@ -70,7 +70,7 @@ from reactivex.disposable import (
 
 from .._signal import OpenSignal, listen_for_open
 from ..backoff import Backoff
-from ..errors import RotationFailed
+from ..errors import NoRunningLoop, RotationFailed
 from ..events import Event, Rotated
 from ._common import check_seconds, emit_event, resolve_scheduler
 
@@ -233,9 +233,9 @@ class _Rotation(Generic[_T]):
             try:
                 self.loop = asyncio.get_running_loop()
             except RuntimeError:
-                raise RuntimeError(
-                    "rotate(when=<async callable>) runs the callable as an asyncio task: "
-                    "subscribe from inside a running asyncio loop"
+                raise NoRunningLoop(
+                    "rotate(when=<async callable>)",
+                    "it runs the callable as an asyncio task: subscribe from inside the loop",
                 ) from None
 
         self.mode = _Mode.NORMAL

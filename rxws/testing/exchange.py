@@ -50,7 +50,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -61,6 +60,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import Event
 
 from .._redact import RedactingLogger, Redactor
+from .._resource import AsyncResource
 from ..limits import Limits
 
 __all__ = ["DEFAULT_SYMBOLS", "DemoExchange", "Violation"]
@@ -135,7 +135,7 @@ class _Client:
         self.violated = False  # broke the message limit: being closed
 
 
-class DemoExchange:
+class DemoExchange(AsyncResource):
     """A market-data feed on 127.0.0.1, started with ``async with``.
 
     Args:
@@ -223,19 +223,7 @@ class DemoExchange:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def __aenter__(self) -> DemoExchange:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def start(self) -> None:
+    async def _start(self) -> None:
         """Start listening and ticking."""
         await self._listen()
         if self._ticker is None:
@@ -262,7 +250,7 @@ class DemoExchange:
                 await client.ws.close(code)
             await server.wait_closed()
 
-    async def aclose(self) -> None:
+    async def _aclose(self) -> None:
         """Stop: close every connection (1001, going away) and the listening socket."""
         ticker, self._ticker = self._ticker, None
         if ticker is not None:
@@ -329,6 +317,23 @@ class DemoExchange:
         """Close every open connection with ``code``."""
         for client in list(self._clients.values()):
             await client.ws.close(code, reason)
+
+    async def drop(self, connection: int, code: int = 1011, reason: str = "") -> None:
+        """Close one open connection (by its number, as in :attr:`connections`)."""
+        client = self._clients.get(connection)
+        if client is None:
+            raise ValueError(
+                f"no open connection number {connection}; open: {sorted(self._clients)}"
+            )
+        await client.ws.close(code, reason)
+
+    @property
+    def connections(self) -> dict[int, int]:
+        """Each open connection's number and how many topics it has subscribed."""
+        return {
+            ident: len(client.subscriptions) if client.subscriptions is not None else -1
+            for ident, client in self._clients.items()
+        }
 
     def abort_all(self) -> None:
         """Break every open connection's TCP link without a close frame."""

@@ -32,7 +32,8 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
+
+from .._resource import AsyncResource
 
 __all__ = ["NATS_SERVER_ENV", "NatsServer", "find_nats_server"]
 
@@ -89,7 +90,7 @@ def find_nats_server(executable: str | os.PathLike[str] | None = None) -> str:
     )
 
 
-class NatsServer:
+class NatsServer(AsyncResource):
     """A ``nats-server`` subprocess on loopback with JetStream and a temporary store.
 
     Args:
@@ -132,21 +133,8 @@ class NatsServer:
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._log: collections.deque[str] = collections.deque(maxlen=_LOG_LINES)
-        self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> NatsServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     @property
     def url(self) -> str:
@@ -175,7 +163,7 @@ class NatsServer:
         """The server's most recent log lines (its stderr)."""
         return list(self._log)
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         """Start the server, or start it again after :meth:`stop` on the same port.
 
         Returns once the server accepts connections. Does nothing if it is running.
@@ -184,7 +172,7 @@ class NatsServer:
             RuntimeError: The server exited or did not get ready in time (the message
                 quotes its log), or this server was closed.
         """
-        if self._closed:
+        if self.closed:
             raise RuntimeError("this NatsServer was closed; create a new one")
         if self.running:
             return
@@ -230,9 +218,8 @@ class NatsServer:
         if proc is not None:
             await self._end(proc, kill=kill)
 
-    async def aclose(self) -> None:
-        """Stop the server for good and remove its store (idempotent)."""
-        self._closed = True
+    async def _aclose(self) -> None:
+        """Stop the server for good and remove its store."""
         await self.stop()
         store, self.store_dir = self.store_dir, None
         if store is not None:
@@ -254,7 +241,7 @@ class NatsServer:
             shutil.rmtree(store, ignore_errors=True)
 
     def __repr__(self) -> str:
-        state = "running" if self.running else "closed" if self._closed else "stopped"
+        state = "running" if self.running else "closed" if self.closed else "stopped"
         where = f" {self.host}:{self.port}" if self.port else ""
         return f"<NatsServer{where} {state}>"
 

@@ -13,7 +13,8 @@ completes the opening handshake.
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
+
+from .._resource import AsyncResource
 
 __all__ = ["FaultProxy", "SilentServer"]
 
@@ -31,7 +32,7 @@ class _Link:
             writer.transport.abort()
 
 
-class FaultProxy:
+class FaultProxy(AsyncResource):
     """Forwards TCP connections from ``127.0.0.1:port`` to ``target_host:target_port``.
 
     Args:
@@ -58,24 +59,12 @@ class FaultProxy:
         self._blackholed = False
         self._refusing = False
 
-    async def __aenter__(self) -> FaultProxy:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def start(self) -> None:
+    async def _start(self) -> None:
         """Start listening."""
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    async def aclose(self) -> None:
+    async def _aclose(self) -> None:
         """Stop listening and reset every link."""
         server, self._server = self._server, None
         if server is not None:
@@ -154,7 +143,7 @@ class FaultProxy:
             writer.transport.abort()
 
 
-class SilentServer:
+class SilentServer(AsyncResource):
     """Accepts TCP connections on loopback and never sends a byte.
 
     It reads (and ignores) what clients send, so it notices when a client gives up
@@ -185,17 +174,11 @@ class SilentServer:
         """A ws:// URL pointing at this server."""
         return f"ws://{self.host}:{self.port}/"
 
-    async def __aenter__(self) -> SilentServer:
+    async def _start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _aclose(self) -> None:
         server, self._server = self._server, None
         if server is not None:
             server.close()

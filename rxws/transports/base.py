@@ -1,0 +1,121 @@
+"""The transport seam: how :mod:`rxws.source` reaches the network.
+
+The layers above see only :class:`Link`: an open connection that pushes each frame to
+a callback until it closes, can send, and can be closed. A :class:`Transport` opens
+links (:meth:`Transport.open`) or adopts a connection someone else opened
+(:meth:`Transport.wrap`). One module per transport sits beside this one:
+:mod:`rxws.transports.websockets` (the default and the reference) and
+:mod:`rxws.transports.picows` (the fast one, extra ``rxws[picows]``).
+
+Close semantics are the same for every transport: :meth:`Link.run` returns when the
+peer closed normally (1000, 1001, or a close frame without a status code) and raises
+:class:`rxws.ConnectionLost` otherwise; :meth:`Transport.open` raises
+:class:`rxws.ConnectionFailed` (or its subclasses ``HandshakeRejected`` and
+``CertificateError``) when no connection could be made.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from .._redact import Redactor
+from ..errors import CertificateError
+
+__all__ = ["FrameHandler", "Link", "Transport", "certificate_error"]
+
+
+FrameHandler = Callable[[Any], None]
+"""Receives each frame's payload (``str`` for text, ``bytes`` for binary)."""
+
+
+class Link(Protocol):
+    """One open connection, as the layers above rxws.source see it."""
+
+    @property
+    def connection(self) -> Any:
+        """The transport's own connection object (what ``client.present`` returns)."""
+
+    @property
+    def is_open(self) -> bool:
+        """Whether frames can still be sent."""
+
+    async def run(self, on_frame: FrameHandler) -> None:
+        """Push every frame to ``on_frame`` until the connection closes.
+
+        Returns on a normal close (1000, 1001, or no status code: 1005) and raises
+        ``ConnectionLost`` otherwise.
+        """
+
+    async def send(self, data: str | bytes) -> None:
+        """Send one text (``str``) or binary (``bytes``) frame."""
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Close the connection (normal close, 1000) and wait until it is closed.
+
+        Waits at most ``timeout`` seconds (default: the connection's own close
+        timeout) for the peer to answer, then drops the TCP connection.
+        """
+
+
+class Transport(Protocol):
+    """Opens links."""
+
+    name: str
+
+    def prepare(self, options: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+        """Check the connect options once, when ``connect()`` is called.
+
+        Returns:
+            The options :meth:`open` gets.
+
+        Raises:
+            ValueError: An option this transport cannot honour (the message names it).
+        """
+
+    async def open(self, url: str, options: dict[str, Any], redactor: Redactor) -> Link:
+        """Open a connection to ``url`` with transport ``options``.
+
+        Raises:
+            ConnectionFailed: No connection could be made.
+        """
+
+    def wrap(self, connection: Any, redactor: Redactor) -> Link:
+        """Adopt an open connection (anything with async ``recv``, ``send`` and ``close``)."""
+
+
+# OpenSSL verification results that mean "the certificate names another host".
+_NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+# ... and those that mean "no CA this client trusts signed it".
+_UNTRUSTED = (18, 19, 20, 21)  # self-signed leaf / in chain, issuer not found, unverifiable
+
+
+def certificate_error(
+    shown: str, exc: ssl.SSLCertVerificationError, redactor: Redactor
+) -> CertificateError:
+    """The :class:`CertificateError` for a failed TLS verification, saying what to do.
+
+    Args:
+        shown: The redacted URL.
+        exc: What the ``ssl`` module raised.
+        redactor: Blanks the connection's secrets.
+    """
+    what = str(exc.verify_message or exc.reason or exc)
+    code = exc.verify_code
+    if code in _NAME_MISMATCH:
+        host = urlsplit(shown).hostname or "this host"
+        what = what.split(",")[0].rstrip(".")  # "IP address mismatch, certificate is ..."
+        detail = f"the server's certificate is not valid for {host!r} ({what})"
+        return CertificateError(
+            shown,
+            redactor(detail),
+            "connect with a host name the certificate lists, or give the server a "
+            "certificate for this name",
+        )
+    if code in _UNTRUSTED:
+        detail = f"{what}: the certificate was not signed by a CA that this client trusts"
+    else:
+        detail = what
+    return CertificateError(shown, redactor(detail))
