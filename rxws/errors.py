@@ -58,6 +58,9 @@ class RxwsError(Exception):
     """Base class of every exception rxws raises on purpose."""
 
 
+_CHECK_SERVER = "check that the server is up and the URL is right (reconnect retries this)"
+
+
 class ConnectionFailed(RxwsError):
     """A websocket connection could not be opened.
 
@@ -67,12 +70,13 @@ class ConnectionFailed(RxwsError):
         hint: What to do about it.
     """
 
-    def __init__(
-        self,
-        url: str,
-        reason: str,
-        hint: str = "check that the server is up and the URL is right (reconnect retries this)",
-    ) -> None:
+    def __init__(self, url: str, reason: str, hint: str = _CHECK_SERVER) -> None:
+        if not reason.strip():
+            # An OSError without a message (the peer reset the link, as a plain server
+            # does when it is sent a TLS handshake): say that much, and what it may mean.
+            reason = "the connection was closed during the handshake, with no reason given"
+            if hint is _CHECK_SERVER and url.lower().startswith("wss://"):
+                hint = f"if the server does not speak TLS, use ws:// instead of wss://; {hint}"
         self.url = url
         self.reason = reason
         super().__init__(f"could not connect to {url}: {reason}; {hint}")

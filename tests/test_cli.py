@@ -1,51 +1,104 @@
-"""The ``rxws`` command line, run for real as ``python -m rxws`` in a subprocess."""
+"""The ``rxws`` command line.
+
+Most tests run a command in-process, in the test's own event loop (``rxws.cli.run``,
+which is what ``main`` runs), against real servers on loopback; a few run
+``python -m rxws`` for real, for what only a separate process shows: exit codes seen
+by a shell, Ctrl-C, a terminal.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
+import os
+import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from websockets.asyncio.server import ServerConnection, serve
 
 from rxws import matches
-from rxws.cli import build_parser, parse_filter
-from rxws.testing import DemoExchange
+from rxws.cli import build_parser, main, parse_args, parse_filter, run
+from rxws.testing import DEFAULT_SYMBOLS, DemoExchange, SilentServer
 
 CLI = [sys.executable, "-m", "rxws"]
 DEADLINE = 15.0  # seconds; a passing run takes well under a second or two
+ISO_TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
+
+
+# ---------------------------------------------------------------------- running the CLI
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+    out_bytes: bytes
+
+
+class Run:
+    """One command running in this loop; ``stop()`` is Ctrl-C."""
+
+    def __init__(self, *argv: str, live: bool = False) -> None:
+        self.buffer = io.BytesIO()
+        self.out = io.TextIOWrapper(self.buffer, encoding="utf-8", write_through=True)
+        self.err = io.StringIO()
+        self.stop_event = asyncio.Event()
+        args = parse_args(list(argv))
+        self.task = asyncio.ensure_future(
+            run(args, self.out, self.err, live=live, stop=self.stop_event)
+        )
+
+    @property
+    def stderr(self) -> str:
+        return self.err.getvalue()
+
+    async def wait_err(self, pattern: str, timeout: float = DEADLINE) -> re.Match[str]:
+        """Wait until stderr matches ``pattern`` (polled: it is a plain StringIO)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (found := re.search(pattern, self.stderr)) is None:
+            if self.task.done() or loop.time() > deadline:
+                pytest.fail(f"stderr never matched {pattern!r}: {self.stderr!r}")
+            await asyncio.sleep(0.01)
+        return found
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    async def result(self, timeout: float = DEADLINE) -> Result:
+        try:
+            code = await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        except asyncio.TimeoutError:
+            self.stop()
+            await self.task
+            pytest.fail(f"the command did not end in time; stderr: {self.stderr!r}")
+        raw = self.buffer.getvalue()
+        return Result(code, raw.decode("utf-8", "replace"), self.stderr, raw)
+
+
+async def cli(*argv: str, live: bool = False, timeout: float = DEADLINE) -> Result:
+    """Run one command to its end, in-process."""
+    return await Run(*argv, live=live).result(timeout)
 
 
 def run_cli(*args: str, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args], capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-async def start_cli(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *CLI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-
-
-async def finish(proc: asyncio.subprocess.Process) -> tuple[int, bytes, bytes]:
-    """Wait for the process to exit on its own (kill it after the deadline)."""
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
-    except asyncio.TimeoutError:
-        proc.kill()
-        out, err = await proc.communicate()
-        pytest.fail(f"the CLI did not exit in time; stderr: {err.decode()!r}")
-    assert proc.returncode is not None
-    return proc.returncode, out, err
 
 
 def assert_one_clean_error_line(stderr: str) -> None:
@@ -63,7 +116,20 @@ def closed_port() -> int:
     return port
 
 
-# ---------------------------------------------------------------------- a scripted server
+def summary(stderr: str) -> dict[str, str]:
+    """The demo's summary table (plain form) as {row: value}."""
+    rows: dict[str, str] = {}
+    lines = stderr.splitlines()
+    start = lines.index("rxws: demo summary")
+    for line in lines[start + 1 :]:
+        if not line.startswith("  "):
+            break
+        what, value = re.split(r"\s{2,}", line.strip())[:2]
+        rows[what] = value
+    return rows
+
+
+# ---------------------------------------------------------------------- servers
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -96,6 +162,23 @@ async def send_frames_then_wait(ws: ServerConnection) -> None:
     await ws.wait_closed()
 
 
+@dataclass
+class Pki:
+    ca: trustme.CA
+    server: ssl.SSLContext  # a certificate for 127.0.0.1 issued by ca
+    ca_file: Path  # ca's certificate, PEM
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    ca_file = tmp_path_factory.mktemp("pki") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    yield Pki(ca, server, ca_file)
+
+
 # ---------------------------------------------------------------------- parse_filter
 
 
@@ -104,7 +187,7 @@ def test_parse_filter_reads_json_values_else_strings() -> None:
     assert parse_filter("i=2") == {"i": 2}
     assert parse_filter("ok=true,none=null,x=1.5") == {"ok": True, "none": None, "x": 1.5}
     assert parse_filter('s="2"') == {"s": "2"}
-    assert parse_filter("s=") == {"s": ""}
+    assert parse_filter('s=""') == {"s": ""}
     assert parse_filter(" s =BTC") == {"s": "BTC"}
     assert parse_filter("k==x") == {"k": "=x"}
 
@@ -127,6 +210,9 @@ def test_parse_filter_json_values_may_hold_commas() -> None:
         ("a=1,a=2", "given twice"),
         ("", "has no '='"),
         (",a=1", "has no '='"),
+        ("s=", "'s' has an empty value"),  # an unset shell variable: not a match-all
+        ("s=,e=trade", "'s' has an empty value"),
+        ("s= ", "'s' has an empty value"),
     ],
 )
 def test_parse_filter_rejects_malformed_text(text: str, why: str) -> None:
@@ -147,40 +233,161 @@ def test_filters_from_the_command_line_are_ored_dicts_as_in_stream_filter() -> N
 # ---------------------------------------------------------------------- demo
 
 
-def test_demo_count_prints_that_many_json_lines() -> None:
-    result = run_cli("demo", "--count", "5")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert len(lines) == 5
-    trades = [json.loads(line) for line in lines]
-    assert all(t["e"] == "trade" and t["s"] in ("BTCUSDT", "ETHUSDT") for t in trades)
+@pytest.mark.timeout(60)
+async def test_demo_with_its_defaults_shows_a_drop_a_rotation_and_nothing_lost() -> None:
+    result = await cli("demo", timeout=45)
+    assert result.code == 0, result.err
+    rows = summary(result.err)
+    assert int(rows["reconnects"]) >= 1
+    assert int(rows["rotations"]) >= 1
+    assert rows["gaps outside drops"] == "0"
+    assert rows["repeats"] == "0"
+    assert re.fullmatch(r"\d+\.\d / \d+\.\d ms", rows["latency p50 / p99"])
+    trades = [json.loads(line) for line in result.out.splitlines()]
+    assert int(rows["messages"]) == len(trades) > 100
+    # Every symbol it prints is subscribed, so seq only skips while disconnected.
+    assert {t["s"] for t in trades} == set(DEFAULT_SYMBOLS)
+    for symbol in DEFAULT_SYMBOLS:
+        assert int(rows[f"{symbol}"]) == sum(t["s"] == symbol for t in trades)
     seqs = [t["seq"] for t in trades]
     assert seqs == sorted(set(seqs))
-    assert "Traceback" not in result.stderr
-    assert "connected to ws://127.0.0.1:" in result.stderr
+    skipped = seqs[-1] - seqs[0] + 1 - len(seqs)
+    assert skipped == int(rows["missed while disconnected"])
+    assert "not rxws's" in result.err  # the server's gaps are called the server's
+    assert "dropped: close code 1011 (demo fault)" in result.err
+    assert "rotated: a new connection took over" in result.err
+    assert " 1 rotations" not in result.err
 
 
-def test_demo_filter_and_symbols() -> None:
-    result = run_cli("demo", "--symbols", "solusdt", "--filter", "s=SOLUSDT", "--count", "3")
-    assert result.returncode == 0, result.stderr
-    assert [json.loads(line)["s"] for line in result.stdout.splitlines()] == ["SOLUSDT"] * 3
+async def test_demo_prints_every_symbol_it_subscribes_without_gaps() -> None:
+    result = await cli(
+        "demo", "--symbols", "solusdt", "xrpusdt", "--duration", "1", "--rate", "200"
+    )
+    assert result.code == 0, result.err
+    trades = [json.loads(line) for line in result.out.splitlines()]
+    assert {t["s"] for t in trades} == {"SOLUSDT", "XRPUSDT"}
+    seqs = [t["seq"] for t in trades]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no drop in 1 s: no skip
 
 
-async def test_demo_runs_until_ctrl_c_and_exits_cleanly() -> None:
-    proc = await start_cli("demo")
-    assert proc.stdout is not None
-    try:
-        for _ in range(5):
-            line = await asyncio.wait_for(proc.stdout.readline(), DEADLINE)
-            assert json.loads(line)["e"] == "trade"
-    finally:
-        proc.send_signal(signal.SIGINT)
-    code, _, err = await finish(proc)
-    stderr = err.decode()
-    assert code == 0, stderr
-    assert "Traceback" not in stderr
-    assert "Task was destroyed" not in stderr
-    assert "never closed" not in stderr
+async def test_demo_count_stops_early_with_that_many_json_lines() -> None:
+    result = await cli("demo", "--count", "5")
+    assert result.code == 0, result.err
+    trades = [json.loads(line) for line in result.out.splitlines()]
+    assert len(trades) == 5
+    assert all(t["e"] == "trade" and t["s"] in DEFAULT_SYMBOLS for t in trades)
+    assert "connected to ws://127.0.0.1:" in result.err
+    assert int(summary(result.err)["messages"]) >= 5
+
+
+async def test_demo_filter_and_symbols() -> None:
+    result = await cli(
+        "demo", "--symbols", "solusdt", "ethusdt", "--filter", "s=SOLUSDT", "--count", "3"
+    )
+    assert result.code == 0, result.err
+    assert [json.loads(line)["s"] for line in result.out.splitlines()] == ["SOLUSDT"] * 3
+
+
+async def test_demo_with_frequent_faults_still_loses_and_repeats_nothing() -> None:
+    result = await cli(
+        "demo", "--duration", "4", "--drop-every", "0.7", "--rotate-every", "0.3", "--rate", "400"
+    )
+    assert result.code == 0, result.err
+    rows = summary(result.err)
+    assert int(rows["reconnects"]) >= 2 and int(rows["rotations"]) >= 2
+    assert rows["gaps outside drops"] == rows["repeats"] == "0"
+
+
+# ---------------------------------------------------------------------- the status line
+
+
+async def test_plain_status_lines_when_stderr_is_not_a_terminal() -> None:
+    async with DemoExchange(interval=0.02) as exchange:
+        run_ = Run("listen", exchange.url, "--status-every", "0.1")
+        await run_.wait_err(r"connected \| \d+ msg/s \| \d+ messages \| 0 reconnects")
+        await exchange.drop_all(1011, "maintenance")
+        await run_.wait_err(r"connected \| .* \| 1 reconnect \| 0 rotations \| last error")
+        run_.stop()
+        result = await run_.result()
+    assert result.code == 0, result.err
+    assert re.search(r"last error \d+ s ago: close code 1011 \(maintenance\)", result.err)
+    assert "1 reconnects" not in result.err
+
+
+async def test_status_line_tells_a_stuck_handshake() -> None:
+    async with SilentServer() as server:
+        run_ = Run("listen", server.url, "--status-every", "0.1")
+        await run_.wait_err(r"connecting to ws://127\.0\.0\.1:\d+/ for 0\.[1-9] s")
+        run_.stop()
+        result = await run_.result()
+    assert result.code == 0
+    assert result.out == ""
+
+
+async def test_live_status_line_is_redrawn_in_place() -> None:
+    async with DemoExchange(interval=0.01) as exchange:
+        run_ = Run("listen", exchange.url, "--count", "60", live=True)
+        result = await run_.result()
+    assert result.code == 0, result.err
+    assert len(result.out.splitlines()) == 60  # stdout is not the terminal: untouched
+    assert "\x1b[" in result.err  # redrawn with cursor controls
+    assert re.search(r"connected \| \d+ msg/s \| \d+ messages \| 0 reconnects", result.err)
+
+
+async def test_a_failed_reconnect_attempt_is_not_called_a_drop() -> None:
+    async with DemoExchange(interval=0.01) as exchange:
+        run_ = Run("listen", exchange.url, "--status-every", "0")
+        await run_.wait_err("connected to")
+        exchange.refuse(503)
+        await exchange.drop_all(1011, "maintenance")
+        await run_.wait_err("reconnected to")
+        run_.stop()
+        result = await run_.result()
+    err = result.err
+    assert "dropped: close code 1011 (maintenance)" in err
+    assert (
+        "connection attempt failed: the server rejected the websocket handshake with HTTP 503"
+        in err
+    )
+    assert err.count("dropped") == 1
+
+
+async def test_rotations_are_counted_in_words() -> None:
+    async with DemoExchange(interval=0.005) as exchange:
+        result = await cli(
+            "listen",
+            exchange.url,
+            "--rotate-every",
+            "0.2",
+            "--count",
+            "100",
+            "--status-every",
+            "0.05",
+        )
+        assert exchange.accepted >= 2
+    assert result.code == 0, result.err
+    assert len(result.out.splitlines()) == 100
+    assert "rotated: a new connection took over" in result.err
+    assert "dropped" not in result.err and "disconnected" not in result.err
+    assert "1 rotations" not in result.err and "(1 so far)" in result.err
+
+
+async def test_verbose_tells_a_connection_once() -> None:
+    async with DemoExchange() as exchange:
+        result = await cli("listen", exchange.url, "--count", "3", "-v")
+    assert result.code == 0, result.err
+    assert result.err.count("connected to") == 1, result.err
+
+
+async def test_timestamps_start_every_line() -> None:
+    async with DemoExchange() as exchange:
+        result = await cli("listen", exchange.url, "--count", "3", "--timestamps")
+    assert result.code == 0, result.err
+    for line in result.out.splitlines():
+        stamp, _, doc = line.partition(" ")
+        assert re.fullmatch(ISO_TIME, stamp), line
+        assert json.loads(doc)["e"] == "trade"
+    assert re.search(rf"^rxws: {ISO_TIME} connected to", result.err, re.M)
 
 
 # ---------------------------------------------------------------------- listen
@@ -188,7 +395,7 @@ async def test_demo_runs_until_ctrl_c_and_exits_cleanly() -> None:
 
 async def test_listen_prints_exactly_the_matching_messages_in_order(transport: str) -> None:
     async with scripted_server(send_frames_then_wait) as url:
-        proc = await start_cli(
+        result = await cli(
             "listen",
             url,
             "--filter",
@@ -200,23 +407,20 @@ async def test_listen_prints_exactly_the_matching_messages_in_order(transport: s
             "--transport",
             transport,
         )
-        code, out, err = await finish(proc)
-    assert code == 0, err.decode()
-    assert [json.loads(line) for line in out.decode().splitlines()] == [
+    assert result.code == 0, result.err
+    assert [json.loads(line) for line in result.out.splitlines()] == [
         FRAMES[0],
         FRAMES[1],
         FRAMES[6],
         FRAMES[8],
     ]
-    assert out.endswith(b"\n")
-    assert "Traceback" not in err.decode()
 
 
 async def test_listen_prints_text_frames_that_are_not_json_as_json_strings() -> None:
     async with scripted_server(send_frames_then_wait) as url:
-        code, out, err = await finish(await start_cli("listen", url, "--count", "6"))
-    assert code == 0, err.decode()
-    assert [json.loads(line) for line in out.decode().splitlines()] == FRAMES[:6]
+        result = await cli("listen", url, "--count", "6")
+    assert result.code == 0, result.err
+    assert [json.loads(line) for line in result.out.splitlines()] == FRAMES[:6]
 
 
 async def test_listen_raw_prints_frames_as_received() -> None:
@@ -228,9 +432,9 @@ async def test_listen_raw_prints_frames_as_received() -> None:
         await ws.wait_closed()
 
     async with scripted_server(handler) as url:
-        code, out, err = await finish(await start_cli("listen", url, "--raw", "--count", "3"))
-    assert code == 0, err.decode()
-    assert out == b'{"a":   1}\nplain text\n\x00\x01binary\n'
+        result = await cli("listen", url, "--raw", "--count", "3")
+    assert result.code == 0, result.err
+    assert result.out_bytes == b'{"a":   1}\nplain text\n\x00\x01binary\n'
 
 
 async def test_listen_raw_with_filter_matches_parsed_frames_and_prints_them_raw() -> None:
@@ -242,17 +446,16 @@ async def test_listen_raw_with_filter_matches_parsed_frames_and_prints_them_raw(
         await ws.wait_closed()
 
     async with scripted_server(handler) as url:
-        proc = await start_cli("listen", url, "--raw", "--filter", "s=S1", "--count", "2")
-        code, out, err = await finish(proc)
-    assert code == 0, err.decode()
-    assert out.decode() == f"{frames[0]}\n{frames[3]}\n"
+        result = await cli("listen", url, "--raw", "--filter", "s=S1", "--count", "2")
+    assert result.code == 0, result.err
+    assert result.out == f"{frames[0]}\n{frames[3]}\n"
 
 
-async def test_listen_sends_on_every_connection_and_reconnects_after_a_drop() -> None:
+async def test_listen_sends_json_and_text_in_order_on_every_connection() -> None:
     received: list[list[str]] = []
 
     async def handler(ws: ServerConnection) -> None:
-        got = [str(await ws.recv()), str(await ws.recv())]
+        got = [str(await ws.recv()) for _ in range(3)]
         received.append(got)
         if len(received) == 1:
             await ws.close(1011, "test drop")  # after the first connection: reconnect
@@ -262,29 +465,37 @@ async def test_listen_sends_on_every_connection_and_reconnects_after_a_drop() ->
 
     sub = '{"method": "SUBSCRIBE", "params": ["s1@trade"], "id": 1}'
     async with scripted_server(handler) as url:
-        proc = await start_cli("listen", url, "--send", sub, "--send", '"ping"', "--count", "1")
-        code, out, err = await finish(proc)
-    stderr = err.decode()
-    assert code == 0, stderr
-    assert received == [[sub, '"ping"'], [sub, '"ping"']]  # sent verbatim, in order
-    assert json.loads(out) == {"n": 2}
-    assert "dropped: close code 1011 (test drop)" in stderr
-    assert "use rxws.ops.reconnect" not in stderr
-    assert "retrying in" in stderr
-    assert "Traceback" not in stderr
+        result = await cli(
+            "listen", url, "--send", sub, "--send-text", "ping me", "--send", '"x"', "--count", "1"
+        )
+    assert result.code == 0, result.err
+    assert received == [[sub, "ping me", '"x"'], [sub, "ping me", '"x"']]  # verbatim, in order
+    assert json.loads(result.out) == {"n": 2}
+    assert "dropped: close code 1011 (test drop)" in result.err
+    assert "use rxws.ops.reconnect" not in result.err
+    assert "retrying in" in result.err
+
+
+async def test_count_counts_data_messages_not_replies_to_send() -> None:
+    async with DemoExchange(interval=0.01) as exchange:
+        subscribe = '{"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 7}'
+        result = await cli("listen", exchange.ws_url, "--send", subscribe, "--count", "3")
+    assert result.code == 0, result.err
+    trades = [json.loads(line) for line in result.out.splitlines()]
+    assert [t["s"] for t in trades] == ["BTCUSDT"] * 3
+    assert 'reply to --send: {"result":null,"id":7}' in result.err
 
 
 async def test_listen_reconnects_to_the_demo_exchange_after_it_drops() -> None:
     async with DemoExchange(interval=0.01) as exchange:
-        proc = await start_cli("listen", exchange.url, "--filter", "e=trade", "--count", "30")
+        run_ = Run("listen", exchange.url, "--filter", "e=trade", "--count", "30")
         await exchange.wait_for(lambda: exchange.accepted >= 1)
         await exchange.drop_all(1011, "maintenance")
-        code, out, err = await finish(proc)
-        stderr = err.decode()
-        assert code == 0, stderr
-        assert len(out.splitlines()) == 30
+        result = await run_.result()
         assert exchange.accepted >= 2
-        assert "dropped: close code 1011 (maintenance)" in stderr
+    assert result.code == 0, result.err
+    assert len(result.out.splitlines()) == 30
+    assert "dropped: close code 1011 (maintenance)" in result.err
 
 
 async def test_listen_replaces_a_silent_connection_with_idle_timeout() -> None:
@@ -297,24 +508,10 @@ async def test_listen_replaces_a_silent_connection_with_idle_timeout() -> None:
         await ws.wait_closed()  # then silence
 
     async with scripted_server(handler) as url:
-        proc = await start_cli("listen", url, "--idle-timeout", "0.3", "--count", "2")
-        code, out, err = await finish(proc)
-    stderr = err.decode()
-    assert code == 0, stderr
-    assert [json.loads(line) for line in out.splitlines()] == [{"n": 1}, {"n": 2}]
-    assert "dropped: no message for 0.3 s (idle timeout)" in stderr
-
-
-async def test_listen_rotate_every_replaces_the_connection() -> None:
-    async with DemoExchange(interval=0.005) as exchange:
-        proc = await start_cli("listen", exchange.url, "--rotate-every", "0.2", "--count", "100")
-        code, out, err = await finish(proc)
-        assert exchange.accepted >= 2
-    stderr = err.decode()
-    assert code == 0, stderr
-    assert len(out.splitlines()) == 100
-    assert "rotated: a new connection took over" in stderr
-    assert "dropped" not in stderr and "disconnected" not in stderr
+        result = await cli("listen", url, "--idle-timeout", "0.3", "--count", "2")
+    assert result.code == 0, result.err
+    assert [json.loads(line) for line in result.out.splitlines()] == [{"n": 1}, {"n": 2}]
+    assert "dropped: no message for 0.3 s (idle timeout)" in result.err
 
 
 async def test_listen_reconnects_after_a_normal_close() -> None:
@@ -330,94 +527,319 @@ async def test_listen_reconnects_after_a_normal_close() -> None:
             await ws.wait_closed()
 
     async with scripted_server(handler) as url:
-        code, out, err = await finish(await start_cli("listen", url, "--count", "2"))
-    stderr = err.decode()
-    assert code == 0, stderr
-    assert [json.loads(line) for line in out.splitlines()] == [{"n": 1}, {"n": 2}]
-    assert "disconnected: closed normally by the server" in stderr
+        result = await cli("listen", url, "--count", "2")
+    assert result.code == 0, result.err
+    assert [json.loads(line) for line in result.out.splitlines()] == [{"n": 1}, {"n": 2}]
+    assert "disconnected: closed normally by the server" in result.err
 
 
 @pytest.mark.parametrize("status", [503, 401])
 async def test_listen_exits_when_the_first_handshake_is_refused(status: int) -> None:
     async with DemoExchange() as exchange:
         exchange.refuse(*[status] * 50)  # a retrying client would see them all
-        code, out, err = await finish(await start_cli("listen", exchange.url + "?key=s3cret"))
+        result = await cli("listen", exchange.url + "?key=s3cret")
         assert exchange.handshakes <= 2  # it gave up instead of retrying
-    stderr = err.decode()
-    assert code == 1
-    assert out == b""
-    assert_one_clean_error_line(stderr)
-    assert f"HTTP {status}" in stderr
-    assert "s3cret" not in stderr
+    assert result.code == 1
+    assert result.out == ""
+    assert_one_clean_error_line(result.err)
+    assert f"HTTP {status}" in result.err
+    assert "s3cret" not in result.err
 
 
 async def test_listen_exits_when_the_host_cannot_be_reached() -> None:
-    url = f"ws://127.0.0.1:{closed_port()}/"
-    code, out, err = await finish(await start_cli("listen", url))
-    assert code == 1
-    assert out == b""
-    assert_one_clean_error_line(err.decode())
-    assert "could not connect to ws://127.0.0.1:" in err.decode()
+    result = await cli("listen", f"ws://127.0.0.1:{closed_port()}/")
+    assert result.code == 1
+    assert result.out == ""
+    assert_one_clean_error_line(result.err)
+    assert "could not connect to ws://127.0.0.1:" in result.err
+
+
+# ---------------------------------------------------------------------- TLS
+
+
+async def test_wss_to_a_plain_server_names_the_reason_and_says_use_ws(transport: str) -> None:
+    async with DemoExchange() as exchange:
+        url = exchange.url.replace("ws://", "wss://")
+        result = await cli("listen", url, "--transport", transport)
+    assert result.code == 1
+    assert_one_clean_error_line(result.err)
+    line = result.err.strip()
+    assert not re.search(r": ?;|: *$", line), line  # a reason after the colon
+    assert "use ws:// instead of wss://" in line
+
+
+async def test_ws_to_a_tls_server_says_use_wss(pki: Pki, transport: str) -> None:
+    async with DemoExchange(ssl=pki.server) as exchange:
+        url = exchange.url.replace("wss://", "ws://")
+        result = await cli("listen", url, "--transport", transport)
+    assert result.code == 1
+    assert_one_clean_error_line(result.err)
+    assert "use wss:// instead of ws://" in result.err
+
+
+async def test_cafile_trusts_the_servers_ca(pki: Pki) -> None:
+    async with DemoExchange(ssl=pki.server) as exchange:
+        untrusted = await cli("listen", exchange.url)
+        trusted = await cli("listen", exchange.url, "--cafile", str(pki.ca_file), "--count", "2")
+    assert untrusted.code == 1
+    assert_one_clean_error_line(untrusted.err)
+    assert "TLS certificate verification failed" in untrusted.err
+    assert "--cafile" in untrusted.err
+    assert trusted.code == 0, trusted.err
+    assert len(trusted.out.splitlines()) == 2
+
+
+async def test_insecure_connects_without_checking_and_warns(pki: Pki) -> None:
+    async with DemoExchange(ssl=pki.server) as exchange:
+        result = await cli("listen", exchange.url, "--insecure", "--count", "2")
+    assert result.code == 0, result.err
+    assert len(result.out.splitlines()) == 2
+    assert "warning: --insecure: the server's TLS certificate is not checked" in result.err
 
 
 # ---------------------------------------------------------------------- exchange
 
 
-async def test_exchange_serves_listen() -> None:
-    server = await start_cli("exchange", "--port", "0")
-    assert server.stderr is not None
-    try:
-        line = (await asyncio.wait_for(server.stderr.readline(), DEADLINE)).decode()
-        url = line.split(" on ", 1)[1].split()[0]
-        assert url.startswith("ws://127.0.0.1:") and url.endswith("/stream")
-        code, out, err = await finish(await start_cli("listen", url, "--count", "3"))
-        assert code == 0, err.decode()
-        assert [json.loads(x)["e"] for x in out.splitlines()] == ["trade"] * 3
-    finally:
-        server.send_signal(signal.SIGINT)
-        code, _, err = await finish(server)
-    assert code == 0
-    assert "Traceback" not in err.decode()
+async def test_exchange_fault_options_reach_the_client() -> None:
+    server = Run("exchange", "--port", "0", "--refuse", "503", "--drop-after", "5")
+    url = (await server.wait_err(r"every trade on (ws://127\.0\.0\.1:\d+/stream)")).group(1)
+    assert "refuses the next handshakes with HTTP 503" in server.stderr
+    assert "drops each connection after 5 trades" in server.stderr
+    refused = await cli("listen", url)
+    dropped = await cli("listen", url, "--count", "12", "--status-every", "0")
+    server.stop()
+    assert (await server.result()).code == 0
+    assert refused.code == 1 and "HTTP 503" in refused.err
+    assert dropped.code == 0, dropped.err
+    assert len(dropped.out.splitlines()) == 12
+    assert dropped.err.count("dropped: close code 1011 (DemoExchange drop_after)") >= 2
+
+
+async def test_exchange_drops_every_connection_on_schedule() -> None:
+    server = Run("exchange", "--port", "0", "--drop-every", "0.3", "--drop-code", "1012")
+    url = (await server.wait_err(r"every trade on (ws://127\.0\.0\.1:\d+/stream)")).group(1)
+    listener = Run("listen", url, "--status-every", "0")
+    await listener.wait_err(r"dropped: close code 1012 \(demo fault\)")
+    await listener.wait_err("reconnected to")
+    listener.stop()
+    server.stop()
+    assert (await listener.result()).code == 0
+    assert (await server.result()).code == 0
+
+
+def test_exchange_on_a_taken_port_exits_1_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        code = main(["exchange", "--port", str(s.getsockname()[1])])
+    assert code == 1
+    assert_one_clean_error_line(capsys.readouterr().err)
 
 
 # ---------------------------------------------------------------------- bad input
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "says"),
     [
-        ["listen", "ws://127.0.0.1:9/", "--bogus"],
-        ["listen", "ws://127.0.0.1:9/", "--filter", "novalue"],
-        ["listen", "ws://127.0.0.1:9/", "--filter", "=x"],
-        ["listen", "http://127.0.0.1:9/"],
-        ["listen", "ws://127.0.0.1:9/", "--send", "{not json"],
-        ["listen", "ws://127.0.0.1:9/", "--count", "0"],
-        ["listen"],
-        ["exchange", "--port", "70000"],
-        ["nosuchcommand"],
-        [],
+        (["listen", "ws://127.0.0.1:9/", "--bogus"], "unrecognized arguments"),
+        (["listen", "ws://127.0.0.1:9/", "--filter", "novalue"], "has no '='"),
+        (["listen", "ws://127.0.0.1:9/", "--filter", "=x"], "a key is empty"),
+        (["listen", "ws://127.0.0.1:9/", "--filter", "s="], "'s' has an empty value"),
+        (["listen", "http://127.0.0.1:9/"], "is not a websocket URL"),
+        (["listen", "ws://127.0.0.1:70000/"], "Port out of range"),
+        (["listen", "ws://[::1"], "Invalid IPv6 URL"),
+        (["listen", "ws://[::1]:x/"], "is not a valid URL"),
+        (["listen", "ws://127.0.0.1:9/feed?key=s3cret#tok3n"], "#fragment"),
+        (["listen", "ws://:9/"], "has no host"),
+        (["listen", "ws://127.0.0.1:0/"], "port 0"),
+        (["listen", "ws://127.0.0.1:9/", "--send", "{not json"], "use --send-text"),
+        (["listen", "ws://127.0.0.1:9/", "--count", "0"], "whole number >= 1"),
+        (["listen", "ws://127.0.0.1:9/", "--cafile", "/no/such/ca.pem"], "no such file"),
+        (["listen", "wss://127.0.0.1:9/", "--cafile", __file__], "no CA certificate"),
+        (["listen", "ws://127.0.0.1:9/", "--insecure"], "--insecure is for wss://"),
+        (["listen", "wss://h:9/", "--insecure", "--cafile", __file__], "no CA certificate"),
+        (["listen", "ws://127.0.0.1:9/", "--status-every", "-1"], "seconds >= 0"),
+        (["listen"], "required: URL"),
+        (["demo", "--symbols", "BTCUSDT", "--filter", "s=SOLUSDT"], "trades only BTCUSDT"),
+        (["demo", "--filter", "x=1"], "have no key 'x'"),
+        (["demo", "--filter", "e=depth"], "every demo message is a trade"),
+        (["demo", "--symbols", "b@d"], "expected a symbol"),
+        (["demo", "--duration", "soon"], "seconds >= 0"),
+        (["demo", "--rate", "0"], "messages per second"),
+        (["exchange", "--port", "70000"], "port from 0 to 65535"),
+        (["exchange", "--refuse", "99"], "HTTP status"),
+        (["exchange", "--drop-code", "1005"], "close code"),
+        (["exchange", "--drop-after", "-1"], "whole number"),
+        (["nosuchcommand"], "invalid choice"),
+        ([], "required: COMMAND"),
     ],
-    ids=lambda args: " ".join(args) or "no-args",
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )
-def test_bad_input_exits_2_with_one_line(args: list[str]) -> None:
-    result = run_cli(*args)
-    assert result.returncode == 2
-    assert result.stdout == ""
-    assert_one_clean_error_line(result.stderr)
+def test_bad_input_exits_2_with_one_line_before_anything_starts(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert_one_clean_error_line(captured.err)
+    assert says in captured.err
+    assert "s3cret" not in captured.err and "tok3n" not in captured.err
 
 
-def test_exchange_on_a_taken_port_exits_1_with_one_line() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        result = run_cli("exchange", "--port", str(s.getsockname()[1]))
-    assert result.returncode == 1
-    assert_one_clean_error_line(result.stderr)
+def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["listen", "--help"]) == 0
+    text = capsys.readouterr().out
+    for option in ("--filter", "--raw", "--send-text", "--cafile", "--insecure", "--timestamps"):
+        assert option in text
+    assert main(["exchange", "--help"]) == 0
+    text = capsys.readouterr().out
+    for option in ("--drop-every", "--drop-after", "--malformed-every", "--refuse"):
+        assert option in text
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("rxws ")
 
 
-def test_help_and_version() -> None:
-    result = run_cli("listen", "--help")
-    assert result.returncode == 0
-    assert "--filter" in result.stdout and "--raw" in result.stdout
-    version = run_cli("--version")
-    assert version.returncode == 0 and version.stdout.startswith("rxws ")
+# ---------------------------------------------------------------------- a real process
+
+
+async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str, str]:
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
+    except asyncio.TimeoutError:
+        proc.kill()
+        out, err = await proc.communicate()
+        pytest.fail(f"the CLI did not exit in time; stderr: {err.decode()!r}")
+    assert proc.returncode is not None
+    return proc.returncode, (out or b"").decode(), (err or b"").decode()
+
+
+def test_the_program_exits_2_on_bad_input_and_prints_json_lines() -> None:
+    bad = run_cli("listen", "ws://[::1")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert_one_clean_error_line(bad.stderr)
+    good = run_cli("demo", "--count", "3")
+    assert good.returncode == 0, good.stderr
+    assert [json.loads(line)["e"] for line in good.stdout.splitlines()] == ["trade"] * 3
+
+
+# Ctrl-C at these many seconds after the command's code started running: while it
+# parses, while asyncio starts, while the exchange starts, while streaming.
+SIGINT_DELAYS = [0.0, 0.005, 0.02, 0.05, 0.1, 0.3]
+
+# The program, saying "main" once main() runs (from its first step, parsing).
+STARTED = """
+import sys, rxws.cli
+build_parser = rxws.cli.build_parser
+def started():
+    print("main", file=sys.stderr, flush=True)
+    return build_parser()
+rxws.cli.build_parser = started
+sys.exit(rxws.cli.main())
+"""
+
+
+@pytest.mark.parametrize("delay", SIGINT_DELAYS)
+async def test_ctrl_c_at_any_moment_exits_0_without_a_traceback(delay: float) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        STARTED,
+        "demo",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    assert await asyncio.wait_for(proc.stderr.readline(), DEADLINE) == b"main\n"
+    await asyncio.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    code, _, err = await finish(proc)
+    assert code == 0, err
+    for word in ("Traceback", "KeyboardInterrupt", "Task was destroyed", "never closed"):
+        assert word not in err, err
+
+
+async def test_exchange_serves_listen_across_processes() -> None:
+    server = await asyncio.create_subprocess_exec(
+        *CLI,
+        "exchange",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert server.stderr is not None
+    try:
+        line = (await asyncio.wait_for(server.stderr.readline(), DEADLINE)).decode()
+        url = line.split(" on ", 1)[1].split()[0]
+        assert url.startswith("ws://127.0.0.1:") and url.endswith("/stream")
+        listener = await asyncio.create_subprocess_exec(
+            *CLI,
+            "listen",
+            url,
+            "--count",
+            "3",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        code, out, err = await finish(listener)
+        assert code == 0, err
+        assert [json.loads(x)["e"] for x in out.splitlines()] == ["trade"] * 3
+    finally:
+        server.send_signal(signal.SIGINT)
+        code, _, err = await finish(server)
+    assert code == 0
+    assert "Traceback" not in err
+
+
+async def read_until(fd: int, needle: bytes, timeout: float = DEADLINE) -> bytes:
+    """Read ``fd`` (non-blocking, through the loop) until ``needle`` shows or it ends."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    ready = asyncio.Event()
+    loop.add_reader(fd, ready.set)
+    seen = b""
+    deadline = loop.time() + timeout
+    try:
+        while needle not in seen and loop.time() < deadline:
+            try:
+                await asyncio.wait_for(ready.wait(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                break
+            ready.clear()
+            try:
+                seen += os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            except OSError:  # EIO: the other end is closed
+                break
+    finally:
+        loop.remove_reader(fd)
+    return seen
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+async def test_listen_on_a_terminal_draws_the_status_line() -> None:
+    """``rxws listen`` against ``rxws exchange``, its stderr a pseudo-terminal."""
+    pytest.importorskip("rich")
+    async with DemoExchange(interval=0.01) as exchange:
+        primary, secondary = os.openpty()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *CLI,
+                "listen",
+                exchange.url,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=secondary,
+                env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "120"},
+            )
+            os.close(secondary)
+            seen = await read_until(primary, b"msg/s")
+            proc.send_signal(signal.SIGINT)
+            code, _, _ = await finish(proc)
+        finally:
+            os.close(primary)
+    text = seen.decode("utf-8", "replace")
+    assert code == 0
+    assert "connected to ws://127.0.0.1:" in text
+    assert re.search(r"connected \| \d+ msg/s \| \d+ messages \| 0 reconnects \| 0 rotations", text)

@@ -363,6 +363,31 @@ async def test_max_attempts_against_a_dead_port(transport: str) -> None:
     assert len([e for _, e in connects if isinstance(e, Connecting)]) == 3
 
 
+async def test_a_run_of_failures_warns_with_the_redacted_url_and_the_last_error(
+    caplog: pytest.LogCaptureFixture, transport: str
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = rxws.WebSocketClient(
+        f"ws://127.0.0.1:{port}/feed?key=s3cret",
+        backoff=Backoff(initial=0.005, maximum=0.005, jitter=0.0),
+        transport=transport,
+    )
+    with caplog.at_level(logging.INFO, logger="rxws"):
+        async with client:
+            while client.stats.reconnects < 12:
+                await asyncio.sleep(0.01)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # The third failure in a row, then every tenth: not one line per attempt.
+    assert [r.getMessage().split(" ")[0] for r in warnings][:2] == ["3", "10"]
+    assert len(warnings) <= 1 + client.stats.reconnects // 10
+    text = warnings[0].getMessage()
+    assert "attempts in a row failed; still retrying" in text
+    assert f"could not connect to ws://127.0.0.1:{port}/feed?key=***" in text
+    assert "s3cret" not in caplog.text
+
+
 async def test_a_cut_link_is_replaced_and_messages_resume(transport: str) -> None:
     async with (
         DemoExchange(interval=0.002) as exchange,

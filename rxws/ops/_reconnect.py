@@ -32,6 +32,15 @@ def _completed_error() -> ConnectionLost:
     return ConnectionLost(1000, "the server closed the connection normally")
 
 
+# A run of failed attempts is worth a WARNING at the third, then every tenth.
+_WARN_FIRST = 3
+_WARN_EVERY = 10
+
+
+def _warn_at(attempt: int) -> bool:
+    return attempt == _WARN_FIRST or (attempt > _WARN_FIRST and attempt % _WARN_EVERY == 0)
+
+
 def reconnect(
     backoff: Backoff = _DEFAULT_BACKOFF,
     retryable: Callable[[BaseException], bool] = is_retryable,
@@ -62,7 +71,10 @@ def reconnect(
     - Disposing during a wait cancels the wait: nothing is subscribed again.
 
     Every retry is logged at INFO on the ``rxws.ops`` logger with the error's message
-    (rxws errors carry redacted URLs only).
+    (rxws errors carry redacted URLs only). A run of failures (a wrong port, a server
+    that is down) is logged at WARNING at the third attempt in a row and every tenth
+    after it, with the last error, which names the redacted URL when the connection
+    could not be opened.
 
     Args:
         backoff: The delay policy.
@@ -126,6 +138,14 @@ def reconnect(
                 log.info(
                     "attempt %d ended (%s); subscribing again in %.3g s", attempt, error, delay
                 )
+                if _warn_at(attempt):
+                    log.warning(
+                        "%d attempts in a row failed; still retrying (next in %.3g s); "
+                        "last error: %s",
+                        attempt,
+                        delay,
+                        error,
+                    )
                 emit_event(on_event, Retrying(attempt, delay))
                 current.disposable = sched.schedule_relative(delay, resubscribe)
 

@@ -1,0 +1,139 @@
+"""README.rst runs as written: every Python example, every ``rxws`` command it shows.
+
+The examples read the demo exchange that ``rxws exchange`` serves on its default port,
+8765, as the README tells a reader to start it. Here ``rxws exchange --port 0`` runs in
+a process of its own (each example calls ``asyncio.run``, so it runs in this test's
+thread, where no loop is running), and the one substitution made is its port for
+``:8765``. The testing example defines an async test; it is run as pytest-asyncio's
+auto mode would run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rxws.cli import parse_args
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.rst").read_text(encoding="utf-8")
+DEADLINE = 15.0
+
+
+def code_blocks(text: str, language: str) -> list[tuple[int, str]]:
+    """The ``.. code-block:: <language>`` directives: (line number, dedented body)."""
+    blocks = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() != f".. code-block:: {language}":
+            continue
+        body: list[str] = []
+        for follow in lines[i + 1 :]:
+            if follow.strip() and not follow.startswith("   "):
+                break
+            body.append(follow[3:])
+        blocks.append((i + 1, "\n".join(body).strip("\n") + "\n"))
+    return blocks
+
+
+PYTHON = code_blocks(README, "python")
+CONSOLE = [body for _, body in code_blocks(README, "console")]
+
+
+@pytest.fixture(scope="module")
+def exchange_port() -> Iterator[int]:
+    """``rxws exchange --port 0`` in a process of its own."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rxws", "exchange", "--port", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        found = re.search(r"ws://127\.0\.0\.1:(\d+)/", line)
+        assert found, line
+        yield int(found.group(1))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert proc.returncode == 0
+
+
+def test_the_readme_has_examples_to_run() -> None:
+    assert len(PYTHON) >= 8
+    assert all("asyncio.run(main())" in b or "async def test_" in b for _, b in PYTHON)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("block", [b for _, b in PYTHON], ids=[f"line{n}" for n, _ in PYTHON])
+def test_python_example_runs_as_written(
+    block: str, exchange_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = block.replace(":8765", f":{exchange_port}")
+    namespace: dict[str, object] = {"__name__": "__readme__"}
+    exec(compile(code, "README.rst", "exec"), namespace)
+    tests = [v for k, v in namespace.items() if k.startswith("test_") and callable(v)]
+    for test in tests:
+        asyncio.run(asyncio.wait_for(test(), DEADLINE))  # type: ignore[operator]
+    out = capsys.readouterr().out
+    if not tests:
+        assert out.strip(), "an example should show what it did"
+        assert "Error" not in out and ": False" not in out, out
+
+
+def test_the_testing_example_says_how_to_run_async_tests() -> None:
+    section = README.split("Testing your own pipelines", 1)[1].split("\nMigrating", 1)[0]
+    assert "pytest-asyncio" in section
+    assert 'asyncio_mode = "auto"' in section
+    assert "import rxws" in code_blocks(section, "python")[0][1]
+
+
+def test_the_first_section_has_exactly_two_commands() -> None:
+    first = README.split("\nWhat you get\n", 1)[0]
+    commands = [body for _, body in code_blocks(first, "console")]
+    assert len(commands) == 2
+    assert all(len(c.strip().splitlines()) == 1 for c in commands)
+    assert commands[0].strip().endswith(".venv/bin/rxws demo")
+    assert commands[1].strip().endswith(".venv/bin/pytest")
+
+
+def rxws_commands() -> list[list[str]]:
+    """Every ``rxws ...`` command line of the console blocks (synopses excluded)."""
+    commands = []
+    for block in CONSOLE:
+        for line in block.splitlines():
+            for part in line.split("&&"):
+                words = shlex.split(part)
+                if not words or not words[0].endswith("rxws") or "[" in part:
+                    continue
+                commands.append(words[1:])
+    return commands
+
+
+@pytest.mark.parametrize("argv", rxws_commands(), ids=" ".join)
+def test_every_rxws_command_in_the_readme_is_valid(argv: list[str]) -> None:
+    parse_args(argv)  # exits 2 on anything the command line does not accept
+
+
+def test_the_readme_links_to_the_docs_and_every_notebook() -> None:
+    assert "<docs/index.rst>`_" in README
+    notebooks = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    for name in notebooks:
+        assert f"<notebooks/{name}>`_" in README
