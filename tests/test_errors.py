@@ -42,3 +42,15 @@ def test_overflow_and_closed_say_what_to_do() -> None:
     assert "drop_oldest" in str(rxws.StreamOverflow(10))
     assert "closed" in str(rxws.StreamClosed())
     assert "rxws[picows]" in str(rxws.TransportUnavailable("picows", "picows"))
+
+
+def test_an_os_error_without_words_still_gets_a_reason() -> None:
+    from rxws.transports.base import os_error_reason
+
+    assert os_error_reason(ConnectionResetError()) == (
+        "the server reset the connection during the handshake"
+    )
+    assert os_error_reason(ConnectionRefusedError(111, "Connection refused")) == (
+        "Connection refused"
+    )
+    assert os_error_reason(OSError()) == "OSError"

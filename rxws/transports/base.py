@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from .._redact import Redactor
 from ..errors import CertificateError
 
-__all__ = ["FrameHandler", "Link", "Transport", "certificate_error"]
+__all__ = ["FrameHandler", "Link", "Transport", "certificate_error", "os_error_reason"]
 
 
 FrameHandler = Callable[[Any], None]
@@ -119,3 +119,17 @@ def certificate_error(
     else:
         detail = what
     return CertificateError(shown, redactor(detail))
+
+
+def os_error_reason(exc: OSError) -> str:
+    """Words for an ``OSError`` raised while connecting, never empty.
+
+    A bare ``ConnectionResetError()`` (a TLS client talking to a plain server, whose
+    answer the TLS layer cannot read) carries no text at all.
+    """
+    text = exc.strerror or str(exc)
+    if text:
+        return text
+    if isinstance(exc, ConnectionResetError):
+        return "the server reset the connection during the handshake"
+    return type(exc).__name__

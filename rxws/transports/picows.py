@@ -51,7 +51,7 @@ from ..errors import (
     HandshakeRejected,
     TransportUnavailable,
 )
-from .base import FrameHandler, Link, certificate_error
+from .base import FrameHandler, Link, certificate_error, os_error_reason
 from .websockets import WebsocketsLink
 
 try:  # the fragment limit websockets applies (it reads WEBSOCKETS_MAX_FRAGMENTS)
@@ -699,7 +699,7 @@ class PicowsTransport:
         except _NegotiationError as exc:
             raise ConnectionFailed(shown, redactor(str(exc))) from None
         except OSError as exc:
-            raise ConnectionFailed(shown, redactor(exc.strerror or str(exc))) from None
+            raise ConnectionFailed(shown, redactor(os_error_reason(exc))) from None
         except BaseException:  # cancelled
             _shut(sockets)
             raise

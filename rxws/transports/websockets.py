@@ -25,7 +25,7 @@ from websockets.protocol import State
 
 from .._redact import RedactingLogger, Redactor
 from ..errors import ConnectionFailed, ConnectionLost, HandshakeRejected
-from .base import FrameHandler, Link, certificate_error
+from .base import FrameHandler, Link, certificate_error, os_error_reason
 
 __all__ = [
     "WebsocketsLink",
@@ -142,7 +142,7 @@ class WebsocketsTransport:
         except (InvalidHandshake, ProxyError) as exc:
             raise ConnectionFailed(shown, f"{type(exc).__name__}: {redactor(str(exc))}") from None
         except OSError as exc:
-            raise ConnectionFailed(shown, redactor(exc.strerror or str(exc))) from None
+            raise ConnectionFailed(shown, redactor(os_error_reason(exc))) from None
         return WebsocketsLink(conn, redactor)
 
     def wrap(self, connection: Any, redactor: Redactor) -> Link:
