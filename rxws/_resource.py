@@ -81,9 +81,17 @@ class AsyncResource:
         """Close what this object holds; called once (subclasses override it)."""
 
     async def start(self) -> None:
-        """Open what this object holds (``async with`` calls it)."""
+        """Open what this object holds (``async with`` calls it).
+
+        If opening fails, whatever was opened is closed again (the object is then
+        closed) before the error is raised.
+        """
         self._resource_started = True
-        await self._start()
+        try:
+            await self._start()
+        except BaseException:
+            await self.aclose()
+            raise
 
     async def aclose(self) -> None:
         """Close what this object holds; safe to call more than once.
