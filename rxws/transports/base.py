@@ -24,7 +24,14 @@ from urllib.parse import urlsplit
 from .._redact import Redactor
 from ..errors import CertificateError
 
-__all__ = ["FrameHandler", "Link", "Transport", "certificate_error", "os_error_reason"]
+__all__ = [
+    "FrameHandler",
+    "Link",
+    "Transport",
+    "certificate_error",
+    "close_transport",
+    "os_error_reason",
+]
 
 
 FrameHandler = Callable[[Any], None]
@@ -133,3 +140,13 @@ def os_error_reason(exc: OSError) -> str:
     if isinstance(exc, ConnectionResetError):
         return "the server reset the connection during the handshake"
     return type(exc).__name__
+
+
+def close_transport(transport: Any) -> None:
+    """Mark an asyncio transport closed once its connection has ended.
+
+    On Python 3.10, asyncio's TLS transport is left open (and warns when collected)
+    when the peer closed the TCP connection first; closing it again is harmless.
+    """
+    if transport is not None and not transport.is_closing():
+        transport.close()

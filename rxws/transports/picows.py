@@ -51,7 +51,7 @@ from ..errors import (
     HandshakeRejected,
     TransportUnavailable,
 )
-from .base import FrameHandler, Link, certificate_error, os_error_reason
+from .base import FrameHandler, Link, certificate_error, close_transport, os_error_reason
 from .websockets import WebsocketsLink
 
 try:  # the fragment limit websockets applies (it reads WEBSOCKETS_MAX_FRAGMENTS)
@@ -567,6 +567,7 @@ if _picows is not None:
                     transport.disconnect(graceful=False)
             with contextlib.suppress(Exception):  # a failure is reported by run()
                 await transport.wait_disconnected()
+            close_transport(getattr(transport, "underlying_transport", None))
 
     class PicowsLink:
         """A :class:`Link` over a picows connection."""

@@ -8,6 +8,7 @@ returns, or a look-alike handed over by a url callable such as compat's
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from typing import Any
@@ -25,7 +26,7 @@ from websockets.protocol import State
 
 from .._redact import RedactingLogger, Redactor
 from ..errors import ConnectionFailed, ConnectionLost, HandshakeRejected
-from .base import FrameHandler, Link, certificate_error, os_error_reason
+from .base import FrameHandler, Link, certificate_error, close_transport, os_error_reason
 
 __all__ = [
     "WebsocketsLink",
@@ -108,6 +109,7 @@ class WebsocketsLink:
         if timeout is not None and (current is None or current > timeout):
             conn.close_timeout = timeout
         await conn.close()
+        close_transport(getattr(conn, "transport", None))
 
 
 class WebsocketsTransport:
@@ -132,7 +134,7 @@ class WebsocketsTransport:
             raise certificate_error(shown, exc, redactor) from None
         except ssl.SSLError as exc:
             raise ConnectionFailed(shown, f"TLS error: {redactor(str(exc))}") from None
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # the same class from Python 3.11 on
             limit = options.get("open_timeout", 10)
             raise ConnectionFailed(
                 shown, f"timed out after {limit} s during the opening handshake"
