@@ -1387,7 +1387,13 @@ async def _run_client(
     display = printer.display
     status_sub = client.status.subscribe(status.on_event)
     errors_sub = client.errors.subscribe(status.on_error)
-    sub = stream.subscribe(print_message, lambda e: None)
+    ended: list[Exception] = []
+
+    def stream_ended(error: Exception) -> None:
+        ended.append(error)
+        printer.done.set()
+
+    sub = stream.subscribe(print_message, stream_ended)
     tasks: list[asyncio.Future[Any]] = []
     every = 0.25 if display.live else status_every
     if every > 0:
@@ -1410,6 +1416,8 @@ async def _run_client(
         await client.close()
         status_sub.dispose()
         errors_sub.dispose()
+    if status.fatal is None and ended and isinstance(ended[0], _TopicsEnded):
+        return ended[0]
     return status.fatal
 
 
@@ -1725,20 +1733,39 @@ def _topic_limits(args: argparse.Namespace) -> Limits | None:
     return Limits(streams_per_connection=args.max_streams, messages_per_second=args.max_rate)
 
 
-def _topics_stream(client: WebSocketClient, topics: list[str], printer: _Printer) -> Any:
-    """The payloads of every topic, merged; a topic the server refuses is one news line.
+class _TopicsEnded(Exception):
+    """Every topic of ``listen --topic`` ended (the server refused them all)."""
 
-    Each topic is subscribed on its own, so a refused one ends only itself.
+    def __str__(self) -> str:
+        return "the server refused every --topic; nothing is left to listen to"
+
+
+def _topics_stream(client: WebSocketClient, topics: list[str], printer: _Printer) -> Any:
+    """The payloads of every topic, merged; a topic the server refuses is a news line.
+
+    Each topic is subscribed on its own, so a refused one ends only itself; when every
+    topic has ended, the merged stream ends with :class:`_TopicsEnded`.
     """
 
     def subscribe(observer: Any, scheduler: Any = None) -> Any:
-        def refused(error: Exception) -> None:
-            if isinstance(error, SubscriptionRejected):
-                printer.news(f"refused by the server: {_one_line(str(error))}")
-            else:
-                printer.news(f"topic ended: {_why(error)}")
+        told: set[str] = set()
+        left = len(topics)
 
-        subs = [client.topic(t).subscribe(observer.on_next, refused) for t in topics]
+        def ended(error: Exception) -> None:
+            nonlocal left
+            text = (
+                f"refused by the server: {_one_line(str(error))}"
+                if isinstance(error, SubscriptionRejected)
+                else f"a topic ended: {_why(error)}"
+            )
+            if text not in told:  # one refused frame ends each of its topics
+                told.add(text)
+                printer.news(text)
+            left -= 1
+            if not left:
+                observer.on_error(_TopicsEnded())
+
+        subs = [client.topic(t).subscribe(observer.on_next, ended) for t in topics]
         return CompositeDisposable(subs)
 
     return Observable(subscribe)
