@@ -1,14 +1,30 @@
-"""The ``rxws`` command line: ``demo``, ``listen`` and ``exchange``.
+"""The ``rxws`` command line: ``demo``, ``listen``, ``relay`` and ``exchange``.
 
 ::
 
-    rxws demo [--duration S] [--count N] [--symbols S ...] [--rate N]
+    rxws demo [--duration S] [--count N] [--symbols S ...] [--rate N] [--max-streams N]
               [--filter k=v[,k=v...]]... [--rotate-every S] [--drop-every S]
     rxws listen URL [--filter k=v[,k=v...]]... [--send JSON]... [--send-text TEXT]...
                     [--count N] [--raw] [--timestamps] [--rotate-every S]
                     [--idle-timeout S] [--cafile PEM | --insecure]
+                    [--topic T]... [--protocol binance] [--max-streams N] [--max-rate R]
+    rxws listen nats://HOST:PORT --subject SUBJECT [--stream NAME]
+                    [--deliver all|new|last|SEQ] [--filter ...]... [--count N] [--raw]
+    rxws relay URL --nats NATS_URL --subject TEMPLATE [--msg-id TEMPLATE] [--stream NAME]
+                   [--topic T]... [--max-streams N] [--max-rate R] [--filter ...]...
+                   [--send JSON]... [--buffer N]
     rxws exchange [--host H] [--port P] [--symbols S ...] [--rate N] [--drop-every S]
                   [--drop-after N] [--drop-code C] [--malformed-every N] [--refuse STATUS]...
+
+With ``--topic``, ``listen`` and ``relay`` speak in topics (Binance combined streams,
+``btcusdt@trade``): the client spreads them over as many connections as the limits
+require (``--max-streams`` topics per connection, ``--max-rate`` messages a second sent
+on one), and each topic's payload is printed or published. The status line then says
+how many connections are open. ``relay`` publishes every message to NATS (``--subject``
+and ``--msg-id`` are ``str.format`` templates over the message's fields) and
+``listen nats://`` prints what a NATS subject or JetStream stream holds; both need the
+``nats`` extra (``pip install 'rxws[nats]'``) and exit 1 with one line when NATS cannot
+be reached.
 
 Messages go to stdout, one JSON document per line (``jq``-friendly). What happens to
 the connection goes to stderr: one line per event, each starting with ``rxws:``, and a
@@ -23,10 +39,13 @@ OR-ed, as in ``stream_filter``. Values are read as JSON when they parse (``1``,
 error, and ``s='""'`` matches the empty string.
 
 ``demo`` runs for 15 seconds by default (or until Ctrl-C, or ``--count`` messages),
-long enough for the demo exchange to drop the connection and for the client to rotate
-it, and ends with a summary: messages, rate per symbol, reconnects, rotations, gaps and
-repeats in the exchange's sequence numbers, and the latency from the exchange's
-timestamp to delivery. It exits with status 1 if rxws lost or repeated a message.
+long enough for the demo exchange to drop the connections and for the client to rotate
+them. The exchange allows ``--max-streams`` topics per connection (2 by default), so
+the client spreads its symbols over several connections. It ends with a summary:
+messages, rate per symbol, reconnects, rotations, the connections and their topics,
+limit violations, gaps and repeats in each symbol's trade ids, and the latency from
+the exchange's timestamp to delivery. It exits with status 1 if rxws lost or repeated
+a message or broke the exchange's limit.
 
 ``listen`` exits with status 1 and one line on stderr when its first connection cannot
 be made (a host that cannot be reached, a refused handshake, ``wss://`` to a plain
@@ -619,6 +638,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=_port, default=8765, metavar="P", help="port (default 8765; 0: any)"
     )
     add_feed(exchange, "the symbols it trades", rate=200.0)
+    exchange.add_argument(
+        "--combined",
+        action="store_true",
+        help="many topics, Binance-like: any <name>@trade can be subscribed, and /stream "
+        'sends {"stream": T, "data": trade} (for listen --topic and relay --topic)',
+    )
+    exchange.add_argument(
+        "--max-streams",
+        type=_positive_int,
+        metavar="N",
+        help="refuse a SUBSCRIBE that would put more than N topics on one connection",
+    )
     exchange.add_argument(
         "--drop-every",
         type=_positive_float,
@@ -1934,6 +1965,8 @@ async def _exchange(args: argparse.Namespace, printer: _Printer) -> int:
         drop_after=args.drop_after,
         drop_code=args.drop_code,
         malformed_every=args.malformed_every,
+        combined=args.combined,
+        limits=Limits(streams_per_connection=args.max_streams),
     )
     exchange.refuse(*args.refuse)
     faults = []
@@ -1946,8 +1979,19 @@ async def _exchange(args: argparse.Namespace, printer: _Printer) -> int:
     if args.refuse:
         faults.append(f"refuses the next handshakes with HTTP {', '.join(map(str, args.refuse))}")
     async with _running(exchange):
-        printer.news(f"demo exchange: every trade on {exchange.url}")
-        printer.news(f"demo exchange: SUBSCRIBE protocol on {exchange.ws_url} (Ctrl-C stops)")
+        if args.combined:
+            printer.news(
+                f"demo exchange: combined streams of any <name>@trade topic on {exchange.url}"
+            )
+            printer.news(
+                f"demo exchange: SUBSCRIBE protocol, bare trades on {exchange.ws_url} "
+                "(Ctrl-C stops)"
+            )
+        else:
+            printer.news(f"demo exchange: every trade on {exchange.url}")
+            printer.news(f"demo exchange: SUBSCRIBE protocol on {exchange.ws_url} (Ctrl-C stops)")
+        if args.max_streams:
+            printer.news(f"demo exchange: at most {args.max_streams} topics per connection")
         if faults:
             printer.news(f"demo exchange faults: {'; '.join(faults)}")
         chaos = (

@@ -688,6 +688,24 @@ async def test_listen_topics_exits_1_when_every_topic_is_refused() -> None:
     assert sum("refused by the server" in line for line in lines) == 1  # one frame, one line
 
 
+async def test_exchange_combined_enforces_max_streams_and_listen_max_streams_obeys_it() -> None:
+    exchange = Run("exchange", "--port", "0", "--combined", "--max-streams", "1")
+    try:
+        found = await exchange.wait_err(r"any <name>@trade topic on (ws://127\.0\.0\.1:\d+/stream)")
+        url = found.group(1)
+        topics = ("--topic", "aaausdt@trade", "--topic", "bbbusdt@trade")
+        # Two topics on one connection pass the exchange's limit: both refused.
+        refused = await cli("listen", url, *topics)
+        obeyed = await cli("listen", url, *topics, "--max-streams", "1", "--count", "40")
+    finally:
+        exchange.stop()
+        assert (await exchange.result()).code == 0
+    assert refused.code == 1
+    assert "Too many streams" in refused.err
+    assert obeyed.code == 0, obeyed.err
+    assert {json.loads(line)["s"] for line in obeyed.out.splitlines()} == {"AAAUSDT", "BBBUSDT"}
+
+
 # ---------------------------------------------------------------------- NATS
 
 
