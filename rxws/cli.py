@@ -1,14 +1,30 @@
-"""The ``rxws`` command line: ``demo``, ``listen`` and ``exchange``.
+"""The ``rxws`` command line: ``demo``, ``listen``, ``relay`` and ``exchange``.
 
 ::
 
-    rxws demo [--duration S] [--count N] [--symbols S ...] [--rate N]
+    rxws demo [--duration S] [--count N] [--symbols S ...] [--rate N] [--max-streams N]
               [--filter k=v[,k=v...]]... [--rotate-every S] [--drop-every S]
     rxws listen URL [--filter k=v[,k=v...]]... [--send JSON]... [--send-text TEXT]...
                     [--count N] [--raw] [--timestamps] [--rotate-every S]
                     [--idle-timeout S] [--cafile PEM | --insecure]
+                    [--topic T]... [--protocol binance] [--max-streams N] [--max-rate R]
+    rxws listen nats://HOST:PORT --subject SUBJECT [--stream NAME]
+                    [--deliver all|new|last|SEQ] [--filter ...]... [--count N] [--raw]
+    rxws relay URL --nats NATS_URL --subject TEMPLATE [--msg-id TEMPLATE] [--stream NAME]
+                   [--topic T]... [--max-streams N] [--max-rate R] [--filter ...]...
+                   [--send JSON]... [--buffer N]
     rxws exchange [--host H] [--port P] [--symbols S ...] [--rate N] [--drop-every S]
                   [--drop-after N] [--drop-code C] [--malformed-every N] [--refuse STATUS]...
+
+With ``--topic``, ``listen`` and ``relay`` speak in topics (Binance combined streams,
+``btcusdt@trade``): the client spreads them over as many connections as the limits
+require (``--max-streams`` topics per connection, ``--max-rate`` messages a second sent
+on one), and each topic's payload is printed or published. The status line then says
+how many connections are open. ``relay`` publishes every message to NATS (``--subject``
+and ``--msg-id`` are ``str.format`` templates over the message's fields) and
+``listen nats://`` prints what a NATS subject or JetStream stream holds; both need the
+``nats`` extra (``pip install 'rxws[nats]'``) and exit 1 with one line when NATS cannot
+be reached.
 
 Messages go to stdout, one JSON document per line (``jq``-friendly). What happens to
 the connection goes to stderr: one line per event, each starting with ``rxws:``, and a
@@ -23,10 +39,13 @@ OR-ed, as in ``stream_filter``. Values are read as JSON when they parse (``1``,
 error, and ``s='""'`` matches the empty string.
 
 ``demo`` runs for 15 seconds by default (or until Ctrl-C, or ``--count`` messages),
-long enough for the demo exchange to drop the connection and for the client to rotate
-it, and ends with a summary: messages, rate per symbol, reconnects, rotations, gaps and
-repeats in the exchange's sequence numbers, and the latency from the exchange's
-timestamp to delivery. It exits with status 1 if rxws lost or repeated a message.
+long enough for the demo exchange to drop the connections and for the client to rotate
+them. The exchange allows ``--max-streams`` topics per connection (2 by default), so
+the client spreads its symbols over several connections. It ends with a summary:
+messages, rate per symbol, reconnects, rotations, the connections and their topics,
+limit violations, gaps and repeats in each symbol's trade ids, and the latency from
+the exchange's timestamp to delivery. It exits with status 1 if rxws lost or repeated
+a message or broke the exchange's limit.
 
 ``listen`` exits with status 1 and one line on stderr when its first connection cannot
 be made (a host that cannot be reached, a refused handshake, ``wss://`` to a plain
@@ -50,6 +69,7 @@ import os
 import re
 import signal
 import ssl
+import string
 import sys
 import time
 from collections import Counter, deque
@@ -59,6 +79,8 @@ from datetime import datetime
 from typing import Any, BinaryIO, NoReturn, TextIO
 from urllib.parse import urlsplit
 
+from reactivex import Observable
+from reactivex.disposable import CompositeDisposable
 from websockets.exceptions import InvalidURI
 from websockets.uri import parse_uri
 
@@ -74,9 +96,12 @@ from .errors import (
     IdleTimeout,
     RotationFailed,
     RxwsError,
+    SubscriptionRejected,
 )
 from .events import Connected, Connecting, Disconnected, Event, Failed, Retrying, Rotated
 from .filters import matches
+from .limits import Limits
+from .protocols import Binance
 from .source import describe_url
 from .testing import DEFAULT_SYMBOLS, DemoExchange
 
@@ -86,8 +111,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-_OWN_CLOSE = "closed by the subscriber"  # rxws.source's reason when we closed it ourselves
-_DEMO_KEYS = ("e", "E", "s", "seq", "p", "q")  # the keys of a demo trade
+_DEMO_KEYS = ("e", "E", "s", "t", "seq", "p", "q")  # the keys of a demo trade
 _SYMBOL = re.compile(r"[A-Z0-9]{2,20}")
 
 log = logging.getLogger("rxws.cli")
@@ -236,6 +260,82 @@ def _ws_url(text: str) -> str:
     return text
 
 
+_NATS_SCHEMES = ("nats", "tls")
+
+
+def _is_nats(url: str) -> bool:
+    return url.partition("://")[0].lower() in _NATS_SCHEMES
+
+
+def _nats_url(text: str) -> str:
+    """One NATS URL, or several separated by commas (nats://host:port, tls://...)."""
+    for one in text.split(","):
+        scheme, sep, rest = one.strip().partition("://")
+        host = rest.rpartition("@")[2].split("/", 1)[0]
+        if not sep or scheme.lower() not in _NATS_SCHEMES or not host:
+            shown = f"{scheme}{sep}{host}" if sep else one
+            raise argparse.ArgumentTypeError(
+                f"{shown!r} is not a NATS URL; use nats://host:port (tls:// for TLS; "
+                "several separated by commas)"
+            )
+    return text
+
+
+def _listen_url(text: str) -> str:
+    """A websocket URL, or a NATS one (``nats://``, ``tls://``) to read NATS."""
+    return _nats_url(text) if _is_nats(text) else _ws_url(text)
+
+
+def _template(option: str) -> Callable[[str], str]:
+    """An argparse ``type``: a ``str.format`` template over a message's fields (md.{s})."""
+
+    def check(text: str) -> str:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(
+                f"{option} {text!r} is not a valid template ({exc}); name the message's "
+                "fields in braces, as in md.{s}"
+            ) from None
+        if not text or any(not f or f.split(".", 1)[0].split("[", 1)[0].isdigit() for f in fields):
+            raise argparse.ArgumentTypeError(
+                f"{option} {text!r} must name the message's fields in braces, as in md.{{s}}"
+            )
+        return text
+
+    return check
+
+
+def _stream_name(text: str) -> str:
+    if not text or any(c in text for c in " .*>\t\r\n/\\"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a JetStream stream name (no spaces, '.', '*', '>' or slashes)"
+        )
+    return text
+
+
+def _deliver(text: str) -> str | int:
+    if text in ("all", "new", "last"):
+        return text
+    try:
+        seq = int(text)
+    except ValueError:
+        seq = 0
+    if seq < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected all, new, last or a stream sequence number >= 1, got {text!r}"
+        )
+    return seq
+
+
+def _topic(text: str) -> str:
+    if not text or text != text.strip() or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"expected a topic name without spaces, such as btcusdt@trade, got {text!r}"
+        )
+    return text
+
+
 def _number_type(
     kind: Callable[[str], float], accept: Callable[[float], bool], expected: str
 ) -> Callable[[str], Any]:
@@ -255,6 +355,9 @@ def _number_type(
 
 _positive_int = _number_type(int, lambda n: n >= 1, "a whole number >= 1")
 _positive_float = _number_type(float, lambda x: 0 < x < math.inf, "a number of seconds > 0")
+_messages_per_second = _number_type(
+    float, lambda x: 0 < x < math.inf, "a number of messages per second > 0"
+)
 _seconds_or_zero = _number_type(float, lambda x: 0 <= x < math.inf, "a number of seconds >= 0")
 _rate = _number_type(float, lambda x: 0.1 <= x <= 100_000, "messages per second from 0.1 to 100000")
 _port = _number_type(int, lambda n: 0 <= n <= 65535, "a port from 0 to 65535")
@@ -363,6 +466,39 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"trades per second, over all symbols (default {rate:g})",
         )
 
+    def add_topics(p: argparse.ArgumentParser, verb: str) -> None:
+        group = p.add_argument_group(
+            "topics, sharded over as many connections as the limits require"
+        )
+        group.add_argument(
+            "--topic",
+            action="append",
+            type=_topic,
+            default=[],
+            metavar="T",
+            help=f"subscribe this topic (such as btcusdt@trade) and {verb} its payloads; "
+            "repeatable",
+        )
+        group.add_argument(
+            "--protocol",
+            choices=["binance"],
+            default="binance",
+            help="how topics are subscribed: binance (combined streams, "
+            '{"stream": T, "data": ...}; the default and, for now, the only one)',
+        )
+        group.add_argument(
+            "--max-streams",
+            type=_positive_int,
+            metavar="N",
+            help="with --topic: at most N topics per connection (binance: 1024)",
+        )
+        group.add_argument(
+            "--max-rate",
+            type=_messages_per_second,
+            metavar="R",
+            help="with --topic: at most R messages a second sent on one connection (binance: 5)",
+        )
+
     demo = sub.add_parser(
         "demo",
         help="stream from the embedded demo exchange (no network needed)",
@@ -389,6 +525,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace the connection every S seconds, make-before-break (default 3)",
     )
     demo.add_argument(
+        "--max-streams",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="the exchange allows N topics per connection and the client spreads the "
+        "symbols' topics over as many connections as that takes (default 2)",
+    )
+    demo.add_argument(
         "--drop-every",
         type=_positive_float,
         default=5.0,
@@ -403,7 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
         "frames as JSON strings). Exits 1 if the first connection fails; after that, "
         "reconnects with backoff.",
     )
-    listen.add_argument("url", type=_ws_url, metavar="URL", help="a ws:// or wss:// URL")
+    listen.add_argument(
+        "url",
+        type=_listen_url,
+        metavar="URL",
+        help="a ws:// or wss:// URL, or nats://host:port to read NATS (with --subject)",
+    )
     add_common(listen, status_every=10.0)
     listen.add_argument(
         "--send",
@@ -453,6 +602,29 @@ def build_parser() -> argparse.ArgumentParser:
         "the way can read and change the feed)",
     )
 
+    add_topics(listen, "print")
+    nats_options = listen.add_argument_group("with a nats:// URL")
+    nats_options.add_argument(
+        "--subject",
+        metavar="SUBJECT",
+        help="the NATS subject to read, wildcards allowed (md.>, md.BTCUSDT)",
+    )
+    nats_options.add_argument(
+        "--stream",
+        type=_stream_name,
+        metavar="NAME",
+        help="read this JetStream stream (replayable) instead of live core NATS",
+    )
+    nats_options.add_argument(
+        "--deliver",
+        type=_deliver,
+        default="new",
+        metavar="all|new|last|SEQ",
+        help="with --stream: where to start (default new)",
+    )
+
+    add_relay(sub, add_topics)
+
     exchange = sub.add_parser(
         "exchange",
         help="run the demo exchange alone, optionally with faults",
@@ -466,6 +638,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=_port, default=8765, metavar="P", help="port (default 8765; 0: any)"
     )
     add_feed(exchange, "the symbols it trades", rate=200.0)
+    exchange.add_argument(
+        "--combined",
+        action="store_true",
+        help="many topics, Binance-like: any <name>@trade can be subscribed, and /stream "
+        'sends {"stream": T, "data": trade} (for listen --topic and relay --topic)',
+    )
+    exchange.add_argument(
+        "--max-streams",
+        type=_positive_int,
+        metavar="N",
+        help="refuse a SUBSCRIBE that would put more than N topics on one connection",
+    )
     exchange.add_argument(
         "--drop-every",
         type=_positive_float,
@@ -506,17 +690,167 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_relay(sub: Any, add_topics: Callable[[argparse.ArgumentParser, str], None]) -> None:
+    """The ``relay`` command's parser."""
+    relay = sub.add_parser(
+        "relay",
+        help="publish a websocket feed to NATS",
+        description="Read URL (reconnecting, rotating, with --topic the topics sharded "
+        "over connections) and publish every message to NATS until Ctrl-C. With "
+        "--msg-id, two relays can run hot-hot into one --stream, which stores each "
+        "message once. A status line goes to stderr every second. Exits 1 if NATS or "
+        "the first websocket connection cannot be reached.",
+    )
+    relay.add_argument("url", type=_ws_url, metavar="URL", help="a ws:// or wss:// URL")
+    relay.add_argument(
+        "--nats",
+        required=True,
+        type=_nats_url,
+        metavar="NATS_URL",
+        help="nats://host:port (several separated by commas)",
+    )
+    relay.add_argument(
+        "--subject",
+        required=True,
+        type=_template("--subject"),
+        metavar="TEMPLATE",
+        help="the subject, a template over the message's fields, such as md.{s}",
+    )
+    relay.add_argument(
+        "--msg-id",
+        type=_template("--msg-id"),
+        metavar="TEMPLATE",
+        help="the Nats-Msg-Id, a template such as {seq}: JetStream stores each id once",
+    )
+    relay.add_argument(
+        "--stream",
+        type=_stream_name,
+        metavar="NAME",
+        help="publish into this JetStream stream (created on the subject's prefix, such "
+        "as md.>, when missing); acknowledged, at least once",
+    )
+    add_topics(relay, "publish")
+    relay.add_argument(
+        "--filter",
+        action="append",
+        type=parse_filter,
+        default=[],
+        metavar="K=V[,K=V...]",
+        help="publish only the messages that have all these pairs (as for listen); "
+        "repeat to publish those matching any of several",
+    )
+    relay.add_argument(
+        "--send",
+        dest="frames",
+        action="append",
+        type=_json_frame,
+        default=[],
+        metavar="JSON",
+        help="send this JSON document on every new connection (repeatable)",
+    )
+    relay.add_argument(
+        "--rotate-every",
+        type=_positive_float,
+        metavar="S",
+        help="replace each connection every S seconds, make-before-break",
+    )
+    relay.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        metavar="S",
+        help="reconnect when no message arrives for S seconds",
+    )
+    relay.add_argument(
+        "--buffer",
+        type=_positive_int,
+        default=100_000,
+        metavar="N",
+        help="messages held while NATS is away (default 100000); more are dropped, "
+        "counted and reported",
+    )
+    relay.add_argument(
+        "--transport",
+        choices=["websockets", "picows"],
+        default="websockets",
+        help="the websocket implementation (picows: pip install 'rxws[picows]')",
+    )
+    relay.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log what rxws does to stderr (-vv for debug detail)",
+    )
+
+
 def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Mistakes that only the options together show; exits 2 with one line."""
     if args.command == "listen":
+        if _is_nats(args.url):
+            _check_listen_nats(parser, args)
+            return
         secure = args.url.lower().startswith("wss://")
         if not secure and (args.cafile is not None or args.insecure):
             option = "--cafile" if args.cafile is not None else "--insecure"
             parser.error(f"{option} is for wss:// URLs; {describe_url(args.url)!r} is ws://")
+        given = [
+            name
+            for name, value in (
+                ("--subject", args.subject),
+                ("--stream", args.stream),
+                ("--deliver", args.deliver != "new"),
+            )
+            if value
+        ]
+        if given:
+            parser.error(
+                f"{given[0]} is for nats:// URLs; {describe_url(args.url)!r} is a websocket URL"
+            )
+        _check_topics(parser, args)
+        if args.topic and args.raw:
+            parser.error(
+                "--raw prints frames as received; with --topic each topic's payload is "
+                "printed as JSON"
+            )
+    elif args.command == "relay":
+        _check_topics(parser, args)
     elif args.command == "demo":
         problem = _demo_filter_problem(args.filter, args.symbols)
         if problem:
             parser.error(problem)
+
+
+def _check_listen_nats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not args.subject:
+        parser.error("listen nats://... needs --subject, such as --subject 'md.>'")
+    for name, value in (
+        ("--topic", args.topic),
+        ("--max-streams", args.max_streams),
+        ("--max-rate", args.max_rate),
+        ("--send", args.frames),
+        ("--rotate-every", args.rotate_every),
+        ("--idle-timeout", args.idle_timeout),
+        ("--cafile", args.cafile),
+        ("--insecure", args.insecure),
+        ("--timestamps", args.timestamps),
+    ):
+        if value:
+            parser.error(f"{name} is for websocket URLs, not for reading NATS")
+    if args.deliver != "new" and not args.stream:
+        parser.error("--deliver replays a JetStream stream: give --stream too")
+
+
+def _check_topics(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--max-streams`` and ``--max-rate`` need ``--topic``; the URL must suit topics."""
+    if not args.topic:
+        for name, value in (("--max-streams", args.max_streams), ("--max-rate", args.max_rate)):
+            if value is not None:
+                parser.error(f"{name} limits the connections that carry topics: give --topic too")
+        return
+    try:
+        Binance().url(args.url)
+    except ValueError as exc:
+        parser.error(f"--topic: {exc}")
 
 
 def _demo_filter_problem(filters: list[dict[str, Any]], symbols: list[str]) -> str | None:
@@ -544,6 +878,11 @@ def _demo_filter_problem(filters: list[dict[str, Any]], symbols: list[str]) -> s
 def _plural(n: int, word: str) -> str:
     """``1 rotation``, ``2 rotations``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _on(connection: int | None) -> str:
+    """`` [connection 2]`` after a news line about one of a sharded client's connections."""
+    return "" if connection is None else f" [connection {connection}]"
 
 
 def _one_line(text: str) -> str:
@@ -841,11 +1180,11 @@ class _Printer:
         try:
             write(data)
         except BrokenPipeError:
-            self._pipe_broke()
+            self.pipe_broke()
             return
         self._counted()
 
-    def _pipe_broke(self) -> None:
+    def pipe_broke(self) -> None:
         self.broken_pipe = True
         self.done.set()
 
@@ -891,7 +1230,8 @@ class _Status:
         self.last_error: str | None = None
         self.last_error_at = 0.0
         self.fatal: BaseException | None = None
-        self.on_drop: Callable[[], None] | None = None  # called when no connection is left
+        self.on_drop: Callable[[], None] | None = None  # called when a connection drops
+        self.open: dict[int | None, bool] = {}  # connection index -> open (None: unsharded)
         self._samples: deque[tuple[float, int]] = deque()
 
     # ------------------------------------------------------------------ events
@@ -909,9 +1249,12 @@ class _Status:
         elif isinstance(event, Connected):
             if event.url:
                 self.url = event.url
-            if not self.up:  # else: a rotation's new connection, told by Rotated
+            index = event.connection
+            if not self.open.get(index):  # else: a rotation's new connection, told by Rotated
                 where = self.url or "the server"
-                news(f"reconnected to {where}" if self.ever_connected else f"connected to {where}")
+                again = self.ever_connected if index is None else index in self.open
+                news(f"{'reconnected' if again else 'connected'} to {where}{_on(index)}")
+            self.open[index] = True
             self.up = self.ever_connected = True
             self.attempt = 0
             self._enter("connected", now)
@@ -919,14 +1262,20 @@ class _Status:
             self._disconnected(event, now)
         elif isinstance(event, Retrying):
             if self.ever_connected:
-                news(f"retrying in {event.delay:.2f} s (attempt {event.attempt})")
+                news(
+                    f"retrying in {event.delay:.2f} s (attempt {event.attempt})"
+                    f"{_on(event.connection)}"
+                )
             self.attempt = event.attempt
             self.retry_at = now + event.delay
             if not self.up:
                 self._enter("waiting", now)
         elif isinstance(event, Rotated):
             n = self.client.stats.rotations
-            news(f"rotated: a new connection took over, the old one is closed ({n} so far)")
+            news(
+                "rotated: a new connection took over, the old one is closed "
+                f"({n} so far){_on(event.connection)}"
+            )
         elif isinstance(event, Failed):
             self.fatal = event.error
             self._enter("failed", now)
@@ -934,6 +1283,7 @@ class _Status:
 
     def _disconnected(self, event: Disconnected, now: float) -> None:
         error = event.error
+        on = _on(event.connection)
         if isinstance(error, ConnectionFailed):  # an attempt failed: nothing was dropped
             if not self.ever_connected:
                 self.fatal = error
@@ -941,27 +1291,37 @@ class _Status:
                 return
             self.failed_attempts += 1
             self._error(f"connection attempt failed: {_why(error)}", now)
-            self.printer.news(f"connection attempt failed: {_why(error)}")
+            self.printer.news(f"connection attempt failed: {_why(error)}{on}")
             return
-        if error is None and event.reason == _OWN_CLOSE:
+        if error is None and event.closed_by == "client":
             # The old leg of a rotation, an abandoned candidate, or our own close.
             self._maybe_down(now)
             return
         if error is not None:
             self.drops += 1
             self._error(_why(error), now)
-            self.printer.news(f"dropped: {_why(error)}")
+            self.printer.news(f"dropped: {_why(error)}{on}")
         else:
-            self.printer.news(f"disconnected: {event.reason}")
+            self.printer.news(f"disconnected: {event.reason}{on}")
+        index = event.connection
+        # One feed without shards: still open if a rotation's other connection is.
+        self.open[index] = index is None and self.client.present is not None
+        if self.on_drop is not None:
+            self.on_drop()
         self._maybe_down(now)
 
     def _maybe_down(self, now: float) -> None:
         if self.client.present is None:
-            if self.up and self.on_drop is not None:
-                self.on_drop()
             self.up = False
             if self.phase == "connected":
                 self._enter("connecting", now)
+
+    def connections(self) -> tuple[int, int] | None:
+        """How many of a sharded client's connections are open, and how many it has."""
+        total = len(self.client.stats.per_connection)
+        if not total:
+            return None
+        return sum(up for index, up in self.open.items() if index is not None), total
 
     def on_error(self, error: Exception) -> None:
         """A non-fatal error of the client (a rotation abandoned, a frame skipped)."""
@@ -1005,8 +1365,13 @@ class _Status:
         else:
             where = f" to {self.url}" if self.url else ""
             state, style = f"connecting{where} for {now - self.phase_since:.1f} s", "yellow"
-        parts = [
-            state,
+        parts = [state]
+        shards = self.connections()
+        if shards is not None:
+            parts.append(f"{shards[0]}/{_plural(shards[1], 'connection')} open")
+            if style == "green" and shards[0] < shards[1]:
+                style = "yellow"
+        parts += [
             f"{self.rate():.0f} msg/s",
             _plural(stats.messages, "message"),
             _plural(stats.reconnects, "reconnect"),
@@ -1037,7 +1402,7 @@ async def _run_client(
     *,
     status_every: float,
     duration: float | None = None,
-    watch: Callable[[Any], None] | None = None,
+    on_stop: Callable[[], None] | None = None,
 ) -> BaseException | None:
     """Stream until the count, the duration, Ctrl-C, or the feed fails.
 
@@ -1045,23 +1410,21 @@ async def _run_client(
     gives up (a non-retryable refusal). News before the first connection is held back,
     so a failure to connect is exactly one line on stderr.
 
+    ``on_stop`` is called once it stops, before anything is closed.
+
     Returns:
         The error that ended the feed, or ``None``.
     """
     display = printer.display
     status_sub = client.status.subscribe(status.on_event)
     errors_sub = client.errors.subscribe(status.on_error)
-    watched = None
-    if watch is not None:
-        seen = watch
-        done = printer.done
+    ended: list[Exception] = []
 
-        def watch_until_done(msg: Any) -> None:
-            if not done.is_set():  # what arrives while closing is neither printed nor told
-                seen(msg)
+    def stream_ended(error: Exception) -> None:
+        ended.append(error)
+        printer.done.set()
 
-        watched = client.messages.subscribe(watch_until_done)
-    sub = stream.subscribe(print_message, lambda e: None)
+    sub = stream.subscribe(print_message, stream_ended)
     tasks: list[asyncio.Future[Any]] = []
     every = 0.25 if display.live else status_every
     if every > 0:
@@ -1073,17 +1436,19 @@ async def _run_client(
             await client.start()
             await printer.done.wait()
     finally:
+        if on_stop is not None:
+            on_stop()
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         sub.dispose()
-        if watched is not None:
-            watched.dispose()
         await client.close()
         status_sub.dispose()
         errors_sub.dispose()
+    if status.fatal is None and ended and isinstance(ended[0], _TopicsEnded):
+        return ended[0]
     return status.fatal
 
 
@@ -1096,13 +1461,18 @@ async def _stop_after(printer: _Printer, seconds: float) -> None:
 
 
 class _Tally:
-    """What the demo's feed delivered, checked against the exchange's sequence numbers.
+    """What the demo's feed delivered, checked against the exchange's trade ids.
 
-    Every demo trade carries ``seq``, one number per trade over all symbols, and ``E``,
-    the exchange's clock in milliseconds when it was sent. A number skipped while no
-    connection was open was sent to nobody (the exchange does not replay): that gap is
-    the server's. A number skipped while a connection was open, or delivered twice,
-    would be rxws's fault.
+    Every demo trade carries ``t``, its symbol's own id (1, 2, 3, ... per symbol),
+    ``seq``, one number per trade over all symbols, and ``E``, the exchange's clock in
+    milliseconds when it was sent. The client spreads the symbols over several
+    connections, and one symbol's trades all come on one connection, in order, so each
+    symbol's ids are checked on their own (``seq`` interleaves the connections). An id
+    skipped right after a connection dropped was sent to a connection that was closing
+    (the exchange does not replay it): that gap is the server's. An id skipped at any
+    other time, or delivered twice, would be rxws's fault. A drop excuses the next skip
+    of every symbol, not only of those on the connection that dropped: the events do not
+    say which symbols a connection carries.
     """
 
     _LATENCY_BUCKET = 0.1  # ms
@@ -1112,49 +1482,59 @@ class _Tally:
         self.started = time.monotonic()
         self.trades = 0
         self.per_symbol: Counter[str] = Counter()
-        self.high: int | None = None
-        self.missing: dict[int, bool] = {}  # seq skipped -> while disconnected?
+        self.high: dict[str, int] = {}  # symbol -> highest id seen
+        self.missing: dict[tuple[str, int], bool] = {}  # id skipped -> after a drop?
         self.missed_while_down = 0
-        self.gaps = 0  # numbers skipped while connected: rxws's fault
+        self.gaps = 0  # ids skipped while connected: rxws's fault
         self.repeats = 0
         self.late = 0
-        self.interrupted = False  # no connection was open since the last trade
+        self.interrupted: set[str] = set()  # symbols whose next skip follows a drop
         self.latency: Counter[int] = Counter()
+        self.topics: dict[int, int] = {}  # connection -> topics, when the demo stopped
+
+    def topics_now(self, stats: ClientStats) -> Callable[[], None]:
+        """What to call to remember how many topics each connection carries (before closing)."""
+
+        def remember() -> None:
+            self.topics = {one.index: one.topics for one in stats.per_connection}
+
+        return remember
 
     def dropped(self) -> None:
-        """No connection is open any more: what is skipped until the next trade is the server's."""
-        self.interrupted = True
+        """A connection dropped: what each symbol skips until its next trade is the server's."""
+        self.interrupted.update(self.high)
 
     def see(self, msg: Any) -> None:
         if not isinstance(msg, dict) or msg.get("e") != "trade":
             return
-        seq, sent = msg.get("seq"), msg.get("E")
-        if not isinstance(seq, int):
+        ident, sent, symbol = msg.get("t"), msg.get("E"), str(msg.get("s"))
+        if not isinstance(ident, int):
             return
         self.trades += 1
-        self.per_symbol[str(msg.get("s"))] += 1
+        self.per_symbol[symbol] += 1
         if isinstance(sent, (int, float)):
             latency_ms = max(0.0, self.clock() * 1000.0 - sent)
             self.latency[int(latency_ms / self._LATENCY_BUCKET)] += 1
-        interrupted, self.interrupted = self.interrupted, False
-        high = self.high
+        interrupted = symbol in self.interrupted
+        self.interrupted.discard(symbol)
+        high = self.high.get(symbol)
         if high is None:
-            self.high = seq
-        elif seq > high:
-            skipped = seq - high - 1
+            self.high[symbol] = ident
+        elif ident > high:
+            skipped = ident - high - 1
             if skipped:
                 if interrupted:
                     self.missed_while_down += skipped
                 else:
                     self.gaps += skipped
                 if skipped <= 10_000:
-                    for n in range(high + 1, seq):
-                        self.missing[n] = interrupted
+                    for n in range(high + 1, ident):
+                        self.missing[symbol, n] = interrupted
                 while len(self.missing) > 100_000:
                     del self.missing[next(iter(self.missing))]
-            self.high = seq
-        elif seq in self.missing:  # late, not lost: out of order
-            if self.missing.pop(seq):
+            self.high[symbol] = ident
+        elif (symbol, ident) in self.missing:  # late, not lost: out of order
+            if self.missing.pop((symbol, ident)):
                 self.missed_while_down -= 1
             else:
                 self.gaps -= 1
@@ -1178,7 +1558,7 @@ class _Tally:
         return (keys[index] + 1) * self._LATENCY_BUCKET
 
     def rows(
-        self, stats: ClientStats, drops: int, symbols: list[str]
+        self, stats: ClientStats, drops: int, symbols: list[str], violations: int
     ) -> list[tuple[str, str, str]]:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rows = [
@@ -1199,10 +1579,27 @@ class _Tally:
             ),
             ("rotations", str(stats.rotations), "make-before-break replacements"),
             (
+                "connections",
+                str(len(stats.per_connection)),
+                "the symbols' topics spread over them, within the exchange's limit",
+            ),
+        ]
+        for one in stats.per_connection:
+            rows.append(
+                (
+                    f"  connection {one.index}",
+                    _plural(self.topics.get(one.index, one.topics), "topic"),
+                    f"{one.messages} messages, {_plural(one.reconnects, 'reconnect')}, "
+                    f"{_plural(one.rotations, 'rotation')}",
+                )
+            )
+        rows += [
+            ("limit violations", str(violations), "seen by the exchange: must be 0"),
+            (
                 "missed while disconnected",
                 str(self.missed_while_down),
-                "sent while no connection was open; the exchange does not replay them "
-                "(the server's gap, not rxws's)",
+                "sent to a connection that was dropping; the exchange does not replay "
+                "them (the server's gap, not rxws's)",
             ),
             ("gaps outside drops", str(self.gaps), "lost by rxws: must be 0"),
             ("repeats", str(self.repeats), "delivered twice by rxws: must be 0"),
@@ -1235,31 +1632,37 @@ async def _running(exchange: DemoExchange) -> AsyncIterator[DemoExchange]:
         await exchange.aclose()
 
 
-def _demo_streams(symbols: list[str]) -> list[str]:
-    """The exchange streams the demo subscribes: every symbol it trades."""
-    # Topic sharding over several connections (--topic) will build on this list.
+def _demo_topics(symbols: list[str]) -> list[str]:
+    """The exchange topics the demo subscribes: every symbol it trades."""
     return [f"{s.lower()}@trade" for s in symbols]
 
 
 async def _demo(args: argparse.Namespace, printer: _Printer) -> int:
     symbols: list[str] = list(dict.fromkeys(args.symbols))
-    streams = _demo_streams(symbols)
+    topics = _demo_topics(symbols)
     batch = max(1, round(args.rate * 0.01))
-    exchange = DemoExchange(symbols=symbols, interval=batch / args.rate, batch=batch)
+    limits = Limits(streams_per_connection=args.max_streams)
+    exchange = DemoExchange(
+        symbols=symbols, interval=batch / args.rate, batch=batch, combined=True, limits=limits
+    )
     async with _running(exchange):
         runs = f"runs {args.duration:g} s" if args.duration else "runs until Ctrl-C"
+        needed = _plural(-(-len(topics) // args.max_streams), "connection")
         printer.news(
-            f"demo exchange on {exchange.ws_url}: {len(symbols)} symbols, "
-            f"{args.rate:g} trades/s, each with one global sequence number (seq). It drops "
-            f"every connection every {args.drop_every:g} s; the client replaces its "
-            f"connection every {args.rotate_every:g} s, make-before-break ({runs}; Ctrl-C "
-            "stops)"
+            f"demo exchange on {exchange.url}: {len(symbols)} symbols, {args.rate:g} "
+            f"trades/s, each with its symbol's own id (t) and one global sequence number "
+            f"(seq); at most {args.max_streams} topics per connection, so the client "
+            f"spreads them over {needed}. The exchange drops every connection every "
+            f"{args.drop_every:g} s; the client replaces each connection every "
+            f"{args.rotate_every:g} s, make-before-break ({runs}; Ctrl-C stops)"
         )
         if not printer.display.live and printer.display.err.isatty():
             printer.news("for a live status line: pip install 'rxws[cli]'")
         chaos = asyncio.ensure_future(_drop_every(exchange, args.drop_every))
         client = WebSocketClient(
-            exchange.ws_url,
+            exchange.url,
+            subscriptions=Binance(),
+            limits=limits,
             backoff=Backoff(initial=0.2, maximum=2.0, reset_after=1.0),
             rotate_every=args.rotate_every,
             idle_timeout=5.0,
@@ -1275,41 +1678,50 @@ async def _demo(args: argparse.Namespace, printer: _Printer) -> int:
             if first_drop:
                 first_drop = False
                 printer.news(
-                    "trades the exchange sends until the client is back reach nobody and "
-                    "are not replayed: a jump in seq after a drop is the server's gap, "
-                    "not rxws's"
+                    "trades the exchange sends to a dropping connection reach nobody and "
+                    "are not replayed: a jump in a symbol's id (t) after a drop is the "
+                    "server's gap, not rxws's"
                 )
 
         status.on_drop = dropped
-        stream = client.multiplex(
-            {"method": "SUBSCRIBE", "params": streams, "id": 1},
-            {"method": "UNSUBSCRIBE", "params": streams, "id": 2},
-            args.filter or [{"e": "trade"}],
-        )
+        keep = matches(args.filter) if args.filter else None
+        done = printer.done
+
+        def on_trade(trade: Any) -> None:
+            if done.is_set():  # what arrives while closing is neither printed nor told
+                return
+            tally.see(trade)
+            if keep is None or keep(trade):
+                printer.json_line(trade)
+
         try:
             fatal = await _run_client(
                 client,
                 printer,
                 status,
-                stream,
-                printer.json_line,
+                _topics_stream(client, topics, printer),
+                on_trade,
                 status_every=args.status_every,
                 duration=args.duration,
-                watch=tally.see,
+                on_stop=tally.topics_now(client.stats),
             )
         finally:
             chaos.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await chaos
+        violations = len(exchange.violations)
     printer.display.close()
     if fatal is not None:
         printer.news(f"error: {_fatal(fatal)}")
         return EXIT_FAILED
-    printer.display.table("demo summary", tally.rows(client.stats, status.drops, symbols))
-    if tally.gaps or tally.repeats:
+    printer.display.table(
+        "demo summary", tally.rows(client.stats, status.drops, symbols, violations)
+    )
+    if tally.gaps or tally.repeats or violations:
         printer.news(
             f"error: rxws lost {tally.gaps} and repeated {tally.repeats} trades while "
-            "connected; this is a bug, please report it"
+            f"connected, and broke the exchange's limits {_plural(violations, 'time')}; "
+            "this is a bug, please report it"
         )
         return EXIT_FAILED
     return EXIT_OK
@@ -1345,7 +1757,54 @@ def _is_reply(msg: Any, ids: set[Any]) -> bool:
         return False
 
 
+def _topic_limits(args: argparse.Namespace) -> Limits | None:
+    """``--max-streams`` and ``--max-rate`` as overrides of the protocol's limits."""
+    if args.max_streams is None and args.max_rate is None:
+        return None
+    return Limits(streams_per_connection=args.max_streams, messages_per_second=args.max_rate)
+
+
+class _TopicsEnded(Exception):
+    """Every topic of ``listen --topic`` ended (the server refused them all)."""
+
+    def __str__(self) -> str:
+        return "the server refused every --topic; nothing is left to listen to"
+
+
+def _topics_stream(client: WebSocketClient, topics: list[str], printer: _Printer) -> Any:
+    """The payloads of every topic, merged; a topic the server refuses is a news line.
+
+    Each topic is subscribed on its own, so a refused one ends only itself; when every
+    topic has ended, the merged stream ends with :class:`_TopicsEnded`.
+    """
+
+    def subscribe(observer: Any, scheduler: Any = None) -> Any:
+        told: set[str] = set()
+        left = len(topics)
+
+        def ended(error: Exception) -> None:
+            nonlocal left
+            text = (
+                f"refused by the server: {_one_line(str(error))}"
+                if isinstance(error, SubscriptionRejected)
+                else f"a topic ended: {_why(error)}"
+            )
+            if text not in told:  # one refused frame ends each of its topics
+                told.add(text)
+                printer.news(text)
+            left -= 1
+            if not left:
+                observer.on_error(_TopicsEnded())
+
+        subs = [client.topic(t).subscribe(observer.on_next, ended) for t in topics]
+        return CompositeDisposable(subs)
+
+    return Observable(subscribe)
+
+
 async def _listen(args: argparse.Namespace, printer: _Printer) -> int:
+    if _is_nats(args.url):
+        return await _listen_nats(args, printer)
     frames: list[_Frame] = list(args.frames)
 
     async def on_open(conn: Any) -> None:
@@ -1364,6 +1823,9 @@ async def _listen(args: argparse.Namespace, printer: _Printer) -> int:
             "warning: --insecure: the server's TLS certificate is not checked; anyone on "
             "the way can read and change this feed"
         )
+    if args.topic:
+        options["subscriptions"] = Binance()
+        options["limits"] = _topic_limits(args)
     client = WebSocketClient(
         args.url,
         parse=None if args.raw else _parse_or_text,
@@ -1386,12 +1848,16 @@ async def _listen(args: argparse.Namespace, printer: _Printer) -> int:
         elif keep is None or keep(msg):
             show(frame)
 
+    def print_payload(payload: Any) -> None:
+        if keep is None or keep(payload):
+            printer.json_line(payload)
+
     fatal = await _run_client(
         client,
         printer,
         status,
-        client.messages,
-        print_message,
+        _topics_stream(client, args.topic, printer) if args.topic else client.messages,
+        print_payload if args.topic else print_message,
         status_every=args.status_every,
     )
     printer.display.close()
@@ -1414,6 +1880,76 @@ def _parse_or_text(frame: str | bytes) -> Any:
         return frame if isinstance(frame, str) else frame.decode("utf-8", "backslashreplace")
 
 
+# ---------------------------------------------------------------------- NATS
+
+
+def _status_to(printer: _Printer) -> Callable[[str | None], None]:
+    """Where rxws._relay's status lines go: the display's status line."""
+
+    def show(line: str | None) -> None:
+        if line is not None:
+            printer.display.status(line, "green")
+
+    return show
+
+
+async def _relay(args: argparse.Namespace, printer: _Printer) -> int:
+    try:
+        from ._relay import relay
+    except ImportError as exc:  # nats-py missing: the message names the pip command
+        printer.news(f"error: {_one_line(str(exc))}")
+        return EXIT_FAILED
+    options: dict[str, Any] = {}
+    limits = _topic_limits(args)
+    if limits is not None:
+        options["limits"] = limits
+    if args.rotate_every:
+        options["rotate_every"] = args.rotate_every
+    if args.idle_timeout:
+        options["idle_timeout"] = args.idle_timeout
+    return await relay(
+        args.url,
+        nats_url=args.nats,
+        subject=args.subject,
+        msg_id=args.msg_id,
+        stream=args.stream,
+        topics=args.topic,
+        filters=args.filter or None,
+        sends=[frame.text for frame in args.frames],
+        transport=args.transport,
+        status=_status_to(printer),
+        news=printer.news,
+        stop=printer.done,  # _guarded's SIGINT and SIGTERM handlers set it
+        handle_signals=False,
+        buffer=args.buffer,
+        **options,
+    )
+
+
+async def _listen_nats(args: argparse.Namespace, printer: _Printer) -> int:
+    try:
+        from ._relay import listen_nats
+    except ImportError as exc:
+        printer.news(f"error: {_one_line(str(exc))}")
+        return EXIT_FAILED
+    return await listen_nats(
+        args.url,
+        subject=args.subject,
+        stream=args.stream,
+        deliver=args.deliver,
+        filters=args.filter or None,
+        count=args.count,
+        raw=args.raw,
+        out=printer.display.out,
+        status=_status_to(printer),
+        news=printer.news,
+        stop=printer.done,
+        handle_signals=False,
+        status_every=args.status_every or 1.0,
+        on_broken_pipe=printer.pipe_broke,
+    )
+
+
 # ---------------------------------------------------------------------- exchange
 
 
@@ -1429,6 +1965,8 @@ async def _exchange(args: argparse.Namespace, printer: _Printer) -> int:
         drop_after=args.drop_after,
         drop_code=args.drop_code,
         malformed_every=args.malformed_every,
+        combined=args.combined,
+        limits=Limits(streams_per_connection=args.max_streams),
     )
     exchange.refuse(*args.refuse)
     faults = []
@@ -1441,8 +1979,19 @@ async def _exchange(args: argparse.Namespace, printer: _Printer) -> int:
     if args.refuse:
         faults.append(f"refuses the next handshakes with HTTP {', '.join(map(str, args.refuse))}")
     async with _running(exchange):
-        printer.news(f"demo exchange: every trade on {exchange.url}")
-        printer.news(f"demo exchange: SUBSCRIBE protocol on {exchange.ws_url} (Ctrl-C stops)")
+        if args.combined:
+            printer.news(
+                f"demo exchange: combined streams of any <name>@trade topic on {exchange.url}"
+            )
+            printer.news(
+                f"demo exchange: SUBSCRIBE protocol, bare trades on {exchange.ws_url} "
+                "(Ctrl-C stops)"
+            )
+        else:
+            printer.news(f"demo exchange: every trade on {exchange.url}")
+            printer.news(f"demo exchange: SUBSCRIBE protocol on {exchange.ws_url} (Ctrl-C stops)")
+        if args.max_streams:
+            printer.news(f"demo exchange: at most {args.max_streams} topics per connection")
         if faults:
             printer.news(f"demo exchange faults: {'; '.join(faults)}")
         chaos = (
@@ -1636,7 +2185,12 @@ async def run(
     printer = _Printer(display, getattr(args, "count", None), getattr(args, "timestamps", False))
     if stop is not None:
         printer.done = stop
-    runners: dict[str, Runner] = {"demo": _demo, "listen": _listen, "exchange": _exchange}
+    runners: dict[str, Runner] = {
+        "demo": _demo,
+        "listen": _listen,
+        "relay": _relay,
+        "exchange": _exchange,
+    }
     try:
         with _logging_for(args.verbose, err):
             return await _guarded(runners[args.command], args, printer, signals)

@@ -27,11 +27,12 @@ from typing import Any
 
 import pytest
 import trustme
+from support import dead_port, until
 from websockets.asyncio.server import ServerConnection, serve
 
-from rxws import matches
+from rxws import Limits, matches
 from rxws.cli import build_parser, main, parse_args, parse_filter, run
-from rxws.testing import DEFAULT_SYMBOLS, DemoExchange, SilentServer
+from rxws.testing import DEFAULT_SYMBOLS, DemoExchange, NatsServer, SilentServer
 
 CLI = [sys.executable, "-m", "rxws"]
 DEADLINE = 15.0  # seconds; a passing run takes well under a second or two
@@ -245,29 +246,56 @@ async def test_demo_with_its_defaults_shows_a_drop_a_rotation_and_nothing_lost()
     assert re.fullmatch(r"\d+\.\d / \d+\.\d ms", rows["latency p50 / p99"])
     trades = [json.loads(line) for line in result.out.splitlines()]
     assert int(rows["messages"]) == len(trades) > 100
-    # Every symbol it prints is subscribed, so seq only skips while disconnected.
     assert {t["s"] for t in trades} == set(DEFAULT_SYMBOLS)
+    # Four symbols, at most two topics per connection: two connections, both shown.
+    assert rows["connections"] == "2"
+    assert rows["connection 0"] == rows["connection 1"] == "2 topics"
+    assert rows["limit violations"] == "0"
+    assert "| 2/2 connections open |" in result.err
+    # Each symbol's id (t) only skips after a drop, and those skips are the ones the
+    # summary calls the server's.
+    skipped = 0
     for symbol in DEFAULT_SYMBOLS:
-        assert int(rows[f"{symbol}"]) == sum(t["s"] == symbol for t in trades)
-    seqs = [t["seq"] for t in trades]
-    assert seqs == sorted(set(seqs))
-    skipped = seqs[-1] - seqs[0] + 1 - len(seqs)
+        ids = [t["t"] for t in trades if t["s"] == symbol]
+        assert int(rows[f"{symbol}"]) == len(ids)
+        assert ids == sorted(set(ids))
+        skipped += ids[-1] - ids[0] + 1 - len(ids)
     assert skipped == int(rows["missed while disconnected"])
     assert "not rxws's" in result.err  # the server's gaps are called the server's
-    assert "dropped: close code 1011 (demo fault)" in result.err
+    assert "dropped: close code 1011 (demo fault) [connection 0]" in result.err
+    assert "dropped: close code 1011 (demo fault) [connection 1]" in result.err
     assert "rotated: a new connection took over" in result.err
     assert " 1 rotations" not in result.err
 
 
 async def test_demo_prints_every_symbol_it_subscribes_without_gaps() -> None:
     result = await cli(
-        "demo", "--symbols", "solusdt", "xrpusdt", "--duration", "1", "--rate", "200"
+        "demo",
+        "--symbols",
+        "solusdt",
+        "xrpusdt",
+        "--max-streams",
+        "1",
+        "--duration",
+        "1",
+        "--rate",
+        "200",
+        "--status-every",
+        "0.2",
     )
     assert result.code == 0, result.err
     trades = [json.loads(line) for line in result.out.splitlines()]
     assert {t["s"] for t in trades} == {"SOLUSDT", "XRPUSDT"}
-    seqs = [t["seq"] for t in trades]
+    # One symbol per connection: the exchange trades only what is subscribed, so seq
+    # has no gap over the two connections (their order between them is not fixed).
+    seqs = sorted(t["seq"] for t in trades)
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no drop in 1 s: no skip
+    for symbol in ("SOLUSDT", "XRPUSDT"):
+        ids = [t["t"] for t in trades if t["s"] == symbol]
+        assert ids == list(range(1, len(ids) + 1))
+    rows = summary(result.err)
+    assert rows["connections"] == "2"
+    assert "| 2/2 connections open |" in result.err
 
 
 async def test_demo_count_stops_early_with_that_many_json_lines() -> None:
@@ -597,6 +625,163 @@ async def test_insecure_connects_without_checking_and_warns(pki: Pki) -> None:
     assert "warning: --insecure: the server's TLS certificate is not checked" in result.err
 
 
+# ---------------------------------------------------------------------- topics
+
+
+TOPICS = ["aaausdt@trade", "bbbusdt@trade", "cccusdt@trade", "dddusdt@trade", "eeeusdt@trade"]
+
+
+async def test_listen_topics_over_several_connections_prints_every_topic() -> None:
+    limits = Limits(streams_per_connection=2)
+    async with DemoExchange(combined=True, interval=0.005, batch=5, limits=limits) as exchange:
+        topics = [arg for topic in TOPICS for arg in ("--topic", topic)]
+        run_ = Run("listen", exchange.url, *topics, "--max-streams", "2", "--status-every", "0.05")
+        try:
+            # Five topics at two per connection: three connections, all open.
+            await run_.wait_err(r"connected \| 3/3 connections open \|")
+            assert sorted(exchange.connections.values()) == [1, 2, 2]
+            await until(lambda: exchange.seq >= 100, what="trading")
+        finally:
+            run_.stop()
+            result = await run_.result()
+        assert exchange.violations == []
+    assert result.code == 0, result.err
+    trades = [json.loads(line) for line in result.out.splitlines()]
+    # The payloads (the "data" of each combined-stream frame), every topic's.
+    assert all(t["e"] == "trade" for t in trades)
+    by_symbol: dict[str, list[int]] = {}
+    for trade in trades:
+        by_symbol.setdefault(trade["s"], []).append(trade["t"])
+    assert sorted(by_symbol) == sorted(t.partition("@")[0].upper() for t in TOPICS)
+    for ids in by_symbol.values():
+        assert ids == list(range(1, len(ids) + 1))
+    for index in range(3):
+        assert f"connected to {exchange.url} [connection {index}]" in result.err
+
+
+async def test_listen_topics_filters_payloads_and_a_refused_topic_ends_only_itself() -> None:
+    async with DemoExchange(combined=True, interval=0.005, batch=4) as exchange:
+        result = await cli(
+            "listen",
+            exchange.url,
+            *("--topic", "aaausdt@trade", "--topic", "no-such-stream", "--topic", "bbbusdt@trade"),
+            *("--max-streams", "1", "--filter", "s=BBBUSDT", "--count", "10"),
+        )
+    assert result.code == 0, result.err
+    trades = [json.loads(line) for line in result.out.splitlines()]
+    assert [t["s"] for t in trades] == ["BBBUSDT"] * 10
+    assert [t["t"] for t in trades] == list(range(1, 11))
+    refused = re.findall(r"refused by the server: .*'no-such-stream'.*", result.err)
+    assert len(refused) == 1, result.err
+    assert "aaausdt" not in refused[0]
+
+
+async def test_listen_topics_exits_1_when_every_topic_is_refused() -> None:
+    async with DemoExchange(combined=True) as exchange:
+        result = await cli("listen", exchange.url, "--topic", "nope", "--topic", "no-such")
+    assert result.code == 1
+    assert result.out == ""
+    lines = result.err.splitlines()
+    assert lines[-1] == (
+        "rxws: error: the server refused every --topic; nothing is left to listen to"
+    )
+    assert sum("refused by the server" in line for line in lines) == 1  # one frame, one line
+
+
+async def test_exchange_combined_enforces_max_streams_and_listen_max_streams_obeys_it() -> None:
+    exchange = Run("exchange", "--port", "0", "--combined", "--max-streams", "1")
+    try:
+        found = await exchange.wait_err(r"any <name>@trade topic on (ws://127\.0\.0\.1:\d+/stream)")
+        url = found.group(1)
+        topics = ("--topic", "aaausdt@trade", "--topic", "bbbusdt@trade")
+        # Two topics on one connection pass the exchange's limit: both refused.
+        refused = await cli("listen", url, *topics)
+        obeyed = await cli("listen", url, *topics, "--max-streams", "1", "--count", "40")
+    finally:
+        exchange.stop()
+        assert (await exchange.result()).code == 0
+    assert refused.code == 1
+    assert "Too many streams" in refused.err
+    assert obeyed.code == 0, obeyed.err
+    assert {json.loads(line)["s"] for line in obeyed.out.splitlines()} == {"AAAUSDT", "BBBUSDT"}
+
+
+# ---------------------------------------------------------------------- NATS
+
+
+async def test_relay_publishes_to_nats_and_listen_nats_reads_it_back() -> None:
+    limits = Limits(streams_per_connection=2)
+    async with (
+        NatsServer() as server,
+        DemoExchange(combined=True, interval=0.005, batch=4, limits=limits) as exchange,
+    ):
+        topics = [arg for topic in TOPICS[:4] for arg in ("--topic", topic)]
+        relay = Run(
+            "relay",
+            exchange.url,
+            "--nats",
+            server.url,
+            "--subject",
+            "md.{s}",
+            "--msg-id",
+            "{seq}",
+            "--stream",
+            "MD",
+            *topics,
+            "--max-streams",
+            "2",
+        )
+        # The status line: rates, NATS state, what is pending, what was dropped.
+        await relay.wait_err(r"rxws: in [\d.,k]+/s, out [\d.,k]+/s; NATS connected")
+        assert sorted(exchange.connections.values()) == [2, 2]
+        reader = await cli(
+            "listen",
+            server.url,
+            "--subject",
+            "md.>",
+            "--stream",
+            "MD",
+            "--deliver",
+            "all",
+            "--filter",
+            "s=BBBUSDT",
+            "--count",
+            "20",
+        )
+        relay.stop()
+        relayed = await relay.result()
+        assert exchange.violations == []
+    assert relayed.code == 0, relayed.err
+    assert "Traceback" not in relayed.err
+    assert reader.code == 0, reader.err
+    trades = [json.loads(line) for line in reader.out.splitlines()]
+    # From the start of the stream, in order, one topic's payloads as the relay got them.
+    assert [t["t"] for t in trades] == list(range(1, 21))
+    assert {t["s"] for t in trades} == {"BBBUSDT"}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["relay", "ws://127.0.0.1:9/stream", "--subject", "md.{s}", "--nats"],
+        ["listen", "--subject", "md.>"],
+    ],
+    ids=["relay", "listen"],
+)
+def test_unreachable_nats_exits_1_with_one_line_without_secrets(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = dead_port()
+    url = f"nats://relayuser:hunter2secret@127.0.0.1:{port}"
+    code = main([*argv, url] if argv[0] == "relay" else [argv[0], url, *argv[1:]])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert_one_clean_error_line(captured.err)
+    assert f"could not connect to NATS at nats://***@127.0.0.1:{port}" in captured.err
+    assert "hunter2secret" not in captured.err and "relayuser" not in captured.err
+
+
 # ---------------------------------------------------------------------- exchange
 
 
@@ -667,6 +852,33 @@ def test_exchange_on_a_taken_port_exits_1_with_one_line(capsys: pytest.CaptureFi
         (["demo", "--symbols", "b@d"], "expected a symbol"),
         (["demo", "--duration", "soon"], "seconds >= 0"),
         (["demo", "--rate", "0"], "messages per second"),
+        (["demo", "--max-streams", "0"], "whole number >= 1"),
+        (["listen", "ws://h:9/stream", "--max-streams", "2"], "give --topic too"),
+        (["listen", "ws://h:9/stream", "--topic", "a b"], "without spaces"),
+        (["listen", "ws://h:9/stream", "--topic", "a@trade", "--max-rate", "0"], "per second"),
+        (["listen", "ws://h:9/stream", "--topic", "a@trade", "--raw"], "--raw prints"),
+        (["listen", "ws://h:9/stream", "--topic", "a@trade", "--protocol", "okx"], "choice"),
+        (["listen", "ws://h:9/ws/btcusdt@trade", "--topic", "a@trade"], "--topic:"),
+        (["listen", "nats://127.0.0.1:4222"], "needs --subject"),
+        (["listen", "nats://h:4222", "--subject", "md.>", "--deliver", "all"], "give --stream"),
+        (
+            ["listen", "nats://h:4222", "--subject", "x", "--stream", "A", "--deliver", "0"],
+            "sequence number",
+        ),
+        (["listen", "nats://h:4222", "--subject", "x", "--topic", "a@trade"], "--topic is for"),
+        (["listen", "ws://h:9/", "--subject", "md.>"], "--subject is for nats://"),
+        (["listen", "nats://", "--subject", "md.>"], "is not a NATS URL"),
+        (["relay", "ws://h:9/stream", "--subject", "md.{s}"], "required: --nats"),
+        (["relay", "ws://h:9/stream", "--nats", "nats://h:4222"], "required: --subject"),
+        (["relay", "ws://h:9/", "--nats", "http://h:4222", "--subject", "md"], "not a NATS URL"),
+        (["relay", "ws://h:9/", "--nats", "nats://h", "--subject", "md.{"], "not a valid template"),
+        (["relay", "ws://h:9/", "--nats", "nats://h", "--subject", "md.{}"], "must name"),
+        (["relay", "ws://h:9/", "--nats", "nats://h", "--subject", "x", "--stream", "a.b"], "name"),
+        (["relay", "http://h:9/", "--nats", "nats://h", "--subject", "x"], "not a websocket URL"),
+        (
+            ["relay", "ws://h:9/", "--nats", "nats://h", "--subject", "x", "--max-streams", "2"],
+            "--topic",
+        ),
         (["exchange", "--port", "70000"], "port from 0 to 65535"),
         (["exchange", "--refuse", "99"], "HTTP status"),
         (["exchange", "--drop-code", "1005"], "close code"),
@@ -691,6 +903,12 @@ def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["listen", "--help"]) == 0
     text = capsys.readouterr().out
     for option in ("--filter", "--raw", "--send-text", "--cafile", "--insecure", "--timestamps"):
+        assert option in text
+    for option in ("--topic", "--protocol", "--max-streams", "--max-rate", "--subject"):
+        assert option in text
+    assert main(["relay", "--help"]) == 0
+    text = capsys.readouterr().out
+    for option in ("--nats", "--subject", "--msg-id", "--stream", "--topic", "--buffer"):
         assert option in text
     assert main(["exchange", "--help"]) == 0
     text = capsys.readouterr().out

@@ -1,11 +1,12 @@
 """README.rst runs as written: every Python example, every ``rxws`` command it shows.
 
 The examples read the demo exchange that ``rxws exchange`` serves on its default port,
-8765, as the README tells a reader to start it. Here ``rxws exchange --port 0`` runs in
-a process of its own (each example calls ``asyncio.run``, so it runs in this test's
-thread, where no loop is running), and the one substitution made is its port for
-``:8765``. The testing example defines an async test; it is run as pytest-asyncio's
-auto mode would run it.
+8765, as the README tells a reader to start it, and those about many connections read
+``rxws exchange --combined --port 8766``. Here both run with ``--port 0`` in processes
+of their own (each example calls ``asyncio.run``, so it runs in this test's thread,
+where no loop is running), and the only substitutions made are their ports for
+``:8765`` and ``:8766``. The testing example defines an async test; it is run as
+pytest-asyncio's auto mode would run it.
 """
 
 from __future__ import annotations
@@ -51,8 +52,19 @@ CONSOLE = [body for _, body in code_blocks(README, "console")]
 @pytest.fixture(scope="module")
 def exchange_port() -> Iterator[int]:
     """``rxws exchange --port 0`` in a process of its own."""
+    yield from exchange_process()
+
+
+@pytest.fixture(scope="module")
+def combined_port() -> Iterator[int]:
+    """``rxws exchange --combined --port 0`` (many topics, Binance-like)."""
+    yield from exchange_process("--combined")
+
+
+def exchange_process(*options: str) -> Iterator[int]:
+    """``rxws exchange --port 0`` with ``options``, in a process of its own: its port."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rxws", "exchange", "--port", "0"],
+        [sys.executable, "-m", "rxws", "exchange", "--port", "0", *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -83,9 +95,9 @@ def test_the_readme_has_examples_to_run() -> None:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("block", [b for _, b in PYTHON], ids=[f"line{n}" for n, _ in PYTHON])
 def test_python_example_runs_as_written(
-    block: str, exchange_port: int, capsys: pytest.CaptureFixture[str]
+    block: str, exchange_port: int, combined_port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = block.replace(":8765", f":{exchange_port}")
+    code = block.replace(":8765", f":{exchange_port}").replace(":8766", f":{combined_port}")
     namespace: dict[str, object] = {"__name__": "__readme__"}
     exec(compile(code, "README.rst", "exec"), namespace)
     tests = [v for k, v in namespace.items() if k.startswith("test_") and callable(v)]
