@@ -44,7 +44,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, get_args
 import reactivex
 from reactivex import abc
 from reactivex.disposable import Disposable
-from reactivex.scheduler.eventloop import AsyncIOScheduler
+from reactivex.scheduler.eventloop import AsyncIOScheduler, AsyncIOThreadSafeScheduler
 
 from .errors import StreamOverflow
 
@@ -300,6 +300,30 @@ class _Sink(Generic[T]):
             subscription.dispose()
 
 
+class _LoopScheduler(AsyncIOThreadSafeScheduler):
+    """The running loop's scheduler, which also takes work from other threads.
+
+    Upstream operators schedule on the scheduler given at subscribe time. Most do so
+    on the loop's thread, where this is a plain ``AsyncIOScheduler`` (``call_soon``);
+    an operator fed by one of reactivex's timer threads (``reactivex.throw`` inside a
+    ``flat_map`` over a ``TimeoutScheduler`` timer, say) schedules from that thread,
+    where the work is handed to the loop with ``call_soon_threadsafe``, which also
+    wakes the loop.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._thread = get_ident()
+
+    def schedule(
+        self, action: abc.ScheduledAction[Any], state: Any | None = None
+    ) -> abc.DisposableBase:
+        """Schedule ``action`` on the loop, from any thread."""
+        if get_ident() == self._thread:
+            return AsyncIOScheduler.schedule(self, action, state)
+        return super().schedule(action, state)
+
+
 class AsyncStream(AsyncIterator[T]):
     """An Observable's items as an async iterator, through a bounded buffer.
 
@@ -377,7 +401,7 @@ class AsyncStream(AsyncIterator[T]):
         else:
             sink.loop = loop
             subscription = source.subscribe(
-                sink.on_next, sink.on_error, sink.on_completed, scheduler=AsyncIOScheduler(loop)
+                sink.on_next, sink.on_error, sink.on_completed, scheduler=_LoopScheduler(loop)
             )
         sink.subscription = subscription
         if sink.done:  # ended while subscribing: let go at once

@@ -76,7 +76,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO, NoReturn, TextIO
+from typing import Any, BinaryIO, ClassVar, NoReturn, TextIO
 from urllib.parse import urlsplit
 
 from reactivex import Observable
@@ -2061,17 +2061,31 @@ class _AlreadyTold(logging.Filter):
         return (record.name, record.msg) not in self._TOLD
 
 
+_LOGGER_NAMES = ("rxws", "websockets")
+
+
+class _LoggerState:
+    """How the loggers were before the first command running in this process started.
+
+    Tests run several commands at once; the last one to end restores this.
+    """
+
+    users = 0
+    saved: ClassVar[list[tuple[int, bool]]] = []
+
+
 @contextlib.contextmanager
 def _logging_for(verbosity: int, stream: TextIO) -> Iterator[None]:
     """Send rxws's logs to ``stream`` with ``-v``; keep them off the terminal otherwise.
 
     Without ``-v`` the loggers of rxws and websockets get a handler that drops records
     (so Python's last-resort handler does not print warnings the news lines already
-    tell); everything is put back on exit.
+    tell); everything is put back when the last command running in this process ends.
     """
-    names = ("rxws", "websockets")
-    loggers = [logging.getLogger(name) for name in names]
-    saved = [(lg.level, lg.propagate) for lg in loggers]
+    loggers = [logging.getLogger(name) for name in _LOGGER_NAMES]
+    if _LoggerState.users == 0:
+        _LoggerState.saved = [(lg.level, lg.propagate) for lg in loggers]
+    _LoggerState.users += 1
     if verbosity:
         handler: logging.Handler = logging.StreamHandler(stream)
         handler.setFormatter(logging.Formatter("rxws: %(levelname)s %(name)s: %(message)s"))
@@ -2087,10 +2101,13 @@ def _logging_for(verbosity: int, stream: TextIO) -> Iterator[None]:
     try:
         yield
     finally:
-        for lg, (old_level, old_propagate) in zip(loggers, saved, strict=True):
+        for lg in loggers:
             lg.removeHandler(handler)
-            lg.setLevel(old_level)
-            lg.propagate = old_propagate
+        _LoggerState.users -= 1
+        if _LoggerState.users == 0:
+            for lg, (old_level, old_propagate) in zip(loggers, _LoggerState.saved, strict=True):
+                lg.setLevel(old_level)
+                lg.propagate = old_propagate
 
 
 def main(argv: Sequence[str] | None = None) -> int:
