@@ -540,7 +540,7 @@ def test_the_relay_benchmark_runs_every_mode(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     medians = report["medians"]
-    assert {"raw", "rxws", "relay", "raw-js", "rxws-js", "relay-js"} <= set(medians)
+    assert {"raw", "raw-json", "rxws", "relay", "raw-js", "rxws-js", "relay-js"} <= set(medians)
     assert all(entry["e2e"] > 0 for entry in medians.values())
     # Paced latency, firehose -> relay -> NATS -> consumer, for the raw loop and rxws.
     latency = report["latency"]["medians"]
