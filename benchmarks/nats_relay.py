@@ -1,4 +1,4 @@
-"""Relay benchmark: websocket firehose -> relay -> NATS -> one consumer, msg/s end to end.
+"""Relay benchmark: websocket firehose -> relay -> NATS -> one consumer, rate and latency.
 
 Every run has three processes besides nats-server: the firehose server
 (``benchmarks/firehose.py``), one relay process (the mode under test) and one consumer
@@ -12,7 +12,10 @@ publish the frame as it came.
 Modes (alternated round by round, medians reported):
 
 - ``raw``: a hand-written ``websockets`` -> nats-py loop (``async for`` frame, parse with
-  the parser rxws uses, ``await nc.publish(...)``), core NATS;
+  the parser rxws uses, ``await nc.publish(...)``), core NATS: the like-for-like
+  reference for every ratio;
+- ``raw-json``: the same loop with ``json.loads`` (what ``run.py`` calls ``raw``), for
+  the targets' second column;
 - ``rxws``: ``rxws.connect(url, parse=rxws.nats.parse_framed)`` piped through
   ``rxws.nats.publish(nc, "md.{s}", msg_id="{seq}")``, core NATS;
 - ``rxws@picows``: the same on the picows transport (if installed);
@@ -26,10 +29,22 @@ Modes (alternated round by round, medians reported):
 End to end is ``(N - 1) / (last message at the consumer - relay's websocket open)``, on
 one monotonic clock shared by the processes (Linux ``CLOCK_MONOTONIC``).
 
+Latency (``--latency-modes``, after the throughput rounds, alternated the same way): the
+firehose paces ``--latency-rate`` trades a second for ``--latency-seconds``, stamping
+each with ``time.perf_counter_ns()`` as it writes it (``/?paced=R``); the consumer
+subtracts that stamp from its own reading of the same clock when the read that brought
+the message in returns. Each run's p50/p99/p99.9 skip its first tenth; the table gives
+the median of each over the rounds, and the lowest p99.
+
+The targets (issue 15) are ratios to the hand-written loop in the same run: rxws
+>= 0.9 x ``raw`` on websockets, >= 1.3 x ``raw`` on picows with orjson; the p99 at
+20,000 msg/s is reported as a ratio to the ``raw`` loop's.
+
 Usage::
 
     python benchmarks/nats_relay.py                       # 100,000 messages, 3 rounds
     python benchmarks/nats_relay.py --messages 50000 --rounds 1 --modes raw,rxws
+    python benchmarks/nats_relay.py --modes '' --latency-modes raw,rxws --rounds 5
 """
 
 from __future__ import annotations
@@ -48,9 +63,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import Server, fmt_rate, progress  # noqa: E402
+from clients import latency_summary  # noqa: E402
+from run import Server, check, fmt_rate, fmt_ratio, progress, table  # noqa: E402
 
 clock = time.perf_counter
+clock_ns = time.perf_counter_ns
 STREAM = "BENCH"
 STALL_SECONDS = 10.0
 SYMBOLS = 10
@@ -78,11 +95,13 @@ def loads_like_rxws() -> Any:
     return json.loads
 
 
-async def relay_raw(ws_url: str, nats_url: str, jetstream: bool) -> dict[str, Any]:
+async def relay_raw(
+    ws_url: str, nats_url: str, jetstream: bool, loads: Any = None
+) -> dict[str, Any]:
     from websockets.asyncio.client import connect
 
     nc = await connect_nats(nats_url)
-    loads = loads_like_rxws()
+    loads = loads or loads_like_rxws()
     sent = 0
     try:
         async with connect(ws_url) as ws:
@@ -208,15 +227,19 @@ async def relay_collector(
     return published(collector.publisher.stats, opened[0], done)
 
 
-async def consume_nats_py(nats_url: str, n: int) -> dict[str, Any]:
+async def consume_nats_py(nats_url: str, n: int, latency: bool) -> dict[str, Any]:
     """A nats-py subscriber with a callback (what a consumer would write)."""
     nc = await connect_nats(nats_url)
     count = 0
     first = last = 0.0
     everything = asyncio.Event()
+    delays: list[int] = []
+    loads = loads_like_rxws()
 
-    async def on_msg(_: Any) -> None:
+    async def on_msg(msg: Any) -> None:
         nonlocal count, first, last
+        if latency:
+            delays.append(clock_ns() - loads(msg.data)["ts"])
         count += 1
         last = clock()
         if count == 1:
@@ -238,11 +261,26 @@ async def consume_nats_py(nats_url: str, n: int) -> dict[str, Any]:
                 seen = count
     finally:
         await nc.close()
-    return {"received": count, "first": first, "last": last}
+    return consumer_result(count, first, last, delays if latency else None, n)
 
 
-async def consume_counter(nats_url: str, n: int) -> dict[str, Any]:
-    """A bare NATS protocol reader that only counts messages, so it is never the bottleneck."""
+def consumer_result(
+    count: int, first: float, last: float, delays: list[int] | None, n: int
+) -> dict[str, Any]:
+    """A consumer's result; with ``delays`` (ns, in arrival order), their percentiles too."""
+    result: dict[str, Any] = {"received": count, "first": first, "last": last}
+    if delays is not None:
+        result.update(latency_summary(delays, n))
+    return result
+
+
+async def consume_counter(nats_url: str, n: int, latency: bool) -> dict[str, Any]:
+    """A bare NATS protocol reader that only counts messages, so it is never the bottleneck.
+
+    With ``latency``, it also reads each message's ``ts`` (the firehose's
+    ``perf_counter_ns`` when it wrote the message) and records how long before the read
+    that brought the message in it was written.
+    """
     host, _, port = nats_url.removeprefix("nats://").rpartition(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(
@@ -253,12 +291,14 @@ async def consume_counter(nats_url: str, n: int) -> dict[str, Any]:
     count = 0
     first = last = 0.0
     ready = False
+    delays: list[int] = []
     try:
         while count < n:
             try:
                 chunk = await asyncio.wait_for(reader.read(1 << 20), STALL_SECONDS)
             except asyncio.TimeoutError:
                 break
+            arrived = clock_ns()
             if not chunk:
                 break
             buf += chunk
@@ -272,6 +312,9 @@ async def consume_counter(nats_url: str, n: int) -> dict[str, Any]:
                     end = eol + 2 + int(buf[buf.rfind(b" ", pos, eol) + 1 : eol]) + 2
                     if end > len(buf):
                         break
+                    if latency:
+                        ts = buf.find(b'"ts":', eol, end) + 5
+                        delays.append(arrived - int(buf[ts : buf.find(b",", ts, end)]))
                     pos = end
                     count += 1
                     continue
@@ -288,7 +331,7 @@ async def consume_counter(nats_url: str, n: int) -> dict[str, Any]:
             last = now
     finally:
         writer.close()
-    return {"received": count, "first": first, "last": last}
+    return consumer_result(count, first, last, delays if latency else None, n)
 
 
 def child(argv: list[str]) -> None:
@@ -299,16 +342,18 @@ def child(argv: list[str]) -> None:
     parser.add_argument("--ws", default="")
     parser.add_argument("--nats", required=True)
     parser.add_argument("--messages", type=int, required=True)
+    parser.add_argument("--latency", action="store_true")
     args = parser.parse_args(argv)
     try:
         if args.role == "consume":
             consume = consume_counter if args.consumer == "counter" else consume_nats_py
-            result = asyncio.run(consume(args.nats, args.messages))
+            result = asyncio.run(consume(args.nats, args.messages, args.latency))
         else:
             base, _, transport = args.mode.partition("@")
             jetstream = base.endswith("-js")
             if base.startswith("raw"):
-                result = asyncio.run(relay_raw(args.ws, args.nats, jetstream))
+                loads = json.loads if base == "raw-json" else None
+                result = asyncio.run(relay_raw(args.ws, args.nats, jetstream, loads))
             elif base.startswith("relay"):
                 result = asyncio.run(
                     relay_collector(
@@ -320,7 +365,7 @@ def child(argv: list[str]) -> None:
                     relay_rxws(args.ws, args.nats, jetstream, transport or "websockets")
                 )
         result["ok"] = True
-    except Exception as exc:
+    except Exception as exc:  # BenchFailure too: the run fails, the benchmark goes on
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -343,38 +388,68 @@ async def read_result(proc: asyncio.subprocess.Process, timeout: float) -> dict[
     return {"ok": False, "error": f"no result (exit {proc.returncode})"}
 
 
-async def run_once(
-    mode: str, ws: str, nats_url: str, nc: Any, n: int, consumer_kind: str
-) -> dict[str, Any]:
+async def fresh_stream(nc: Any) -> None:
+    """A new ``BENCH`` stream: the message ids of the previous run are still in its window."""
     from rxws import nats
 
-    if mode.split("@")[0].endswith("-js"):
-        # A fresh stream: the message ids of the previous run are still in its window.
-        with contextlib.suppress(Exception):
-            await nc.jsm().delete_stream(STREAM)
-        await nats.ensure_stream(nc, STREAM, ["md.>"], duplicate_window=30)
+    with contextlib.suppress(Exception):
+        await nc.jsm().delete_stream(STREAM)
+    await nats.ensure_stream(nc, STREAM, ["md.>"], duplicate_window=30)
+
+
+async def relay_through(
+    mode: str, url: str, nats_url: str, n: int, consumer_kind: str, latency: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Start a consumer, wait until it is subscribed, relay ``url`` to it; both results."""
     me = [sys.executable, str(Path(__file__).resolve())]
     common = ["--nats", nats_url, "--messages", str(n)]
+    watch = ["--latency"] if latency else []
     consumer = await asyncio.create_subprocess_exec(
-        *me, "consume", "--consumer", consumer_kind, *common, stdout=asyncio.subprocess.PIPE
+        *me,
+        "consume",
+        "--consumer",
+        consumer_kind,
+        *watch,
+        *common,
+        stdout=asyncio.subprocess.PIPE,
     )
     assert consumer.stdout is not None
     ready = await asyncio.wait_for(consumer.stdout.readline(), 30)
     if not ready.startswith(b"READY"):
         consumer.kill()
         await consumer.wait()
-        return {"ok": False, "error": "the consumer did not start"}
-    url = f"{ws}/?n={n}&k={SYMBOLS}"
+        return {"ok": False, "error": "the consumer did not start"}, {}
     relay = await asyncio.create_subprocess_exec(
         *me, "relay", "--mode", mode, "--ws", url, *common, stdout=asyncio.subprocess.PIPE
     )
     relayed = await read_result(relay, 300)
-    consumed = await read_result(consumer, 300)
+    received = await read_result(consumer, 300)
+    return relayed, received
+
+
+async def run_once(
+    mode: str,
+    ws: str,
+    nats_url: str,
+    nc: Any,
+    n: int,
+    consumer_kind: str,
+    rate: float | None = None,
+) -> dict[str, Any]:
+    """One run: ``n`` trades as fast as they come, or paced at ``rate`` for the latency."""
+    if is_jetstream(mode):
+        await fresh_stream(nc)
+    paced = rate is not None
+    url = f"{ws}/?paced={rate}&n={n}&k={SYMBOLS}" if paced else f"{ws}/?n={n}&k={SYMBOLS}"
+    relayed, received = await relay_through(mode, url, nats_url, n, consumer_kind, paced)
     if not relayed.get("ok"):
         return relayed
-    if not consumed.get("ok") or consumed["received"] != n:
-        return {"ok": False, "error": f"the consumer got {consumed.get('received')} of {n}"}
-    seconds = consumed["last"] - relayed["opened"]
+    if not received.get("ok") or received["received"] != n:
+        got = received.get("error") or f"{received.get('received')} of {n}"
+        return {"ok": False, "error": f"the consumer got {got}"}
+    if paced:
+        return {"ok": True, **{k: v for k, v in received.items() if k.endswith("_us")}}
+    seconds = received["last"] - relayed["opened"]
     return {
         "ok": True,
         "e2e": (n - 1) / seconds,
@@ -383,10 +458,155 @@ async def run_once(
     }
 
 
+def is_jetstream(mode: str) -> bool:
+    return mode.split("@")[0].endswith("-js")
+
+
 def describe(result: dict[str, Any]) -> str:
     if not result.get("ok"):
         return f"FAILED: {result.get('error')}"
+    if "p99_us" in result:
+        return f"p50 {result['p50_us']:,.0f} us, p99 {result['p99_us']:,.0f} us"
     return f"e2e {fmt_rate(result['e2e'])} msg/s, relay {fmt_rate(result['relay'])} msg/s"
+
+
+def throughput_medians(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    medians = {}
+    for mode, runs in results.items():
+        ok = [run for run in runs if run.get("ok")]
+        if ok:
+            medians[mode] = {
+                "e2e": statistics.median(run["e2e"] for run in ok),
+                "relay": statistics.median(run["relay"] for run in ok),
+                "min_e2e": min(run["e2e"] for run in ok),
+                "max_e2e": max(run["e2e"] for run in ok),
+                "runs": len(ok),
+            }
+    for mode, m in medians.items():
+        base = medians.get("raw-js" if is_jetstream(mode) else "raw")
+        m["x_raw"] = m["e2e"] / base["e2e"] if base else None
+    return medians
+
+
+def throughput_table(medians: dict[str, dict[str, Any]], rounds: int) -> str:
+    rows = [
+        [
+            mode,
+            fmt_rate(m["e2e"]),
+            f"{fmt_rate(m['min_e2e'])}-{fmt_rate(m['max_e2e'])}",
+            "-" if m["x_raw"] is None else f"{m['x_raw']:.2f}",
+            fmt_rate(m["relay"]),
+            f"{m['runs']}/{rounds}",
+        ]
+        for mode, m in medians.items()
+    ]
+    header = ["mode", "end to end msg/s", "min-max", "x its raw loop", "relay msg/s", "ok"]
+    return table(header, rows)
+
+
+def latency_medians(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    medians = {}
+    for mode, runs in results.items():
+        ok = [run for run in runs if run.get("ok")]
+        if ok:
+            medians[mode] = {
+                key: statistics.median(run[key] for run in ok)
+                for key in ("p50_us", "p99_us", "p999_us", "max_us")
+            }
+            medians[mode]["best_p99_us"] = min(run["p99_us"] for run in ok)
+            medians[mode]["runs"] = len(ok)
+    for mode, m in medians.items():
+        base = medians.get("raw-js" if is_jetstream(mode) else "raw")
+        m["p99_x_raw"] = m["p99_us"] / base["p99_us"] if base else None
+    return medians
+
+
+def latency_table(medians: dict[str, dict[str, Any]], rounds: int) -> str:
+    best = {mode: m["best_p99_us"] for mode, m in medians.items()}
+    rows = [
+        [
+            mode,
+            f"{m['p50_us']:,.0f}",
+            f"{m['p99_us']:,.0f}",
+            f"{m['p999_us']:,.0f}",
+            "-" if m["p99_x_raw"] is None else f"{m['p99_x_raw']:.2f}",
+            f"{m['best_p99_us']:,.0f}",
+            fmt_ratio(m["best_p99_us"], best.get("raw-js" if is_jetstream(mode) else "raw")),
+            f"{m['runs']}/{rounds}",
+        ]
+        for mode, m in medians.items()
+    ]
+    header = ["mode", "p50 us", "p99 us", "p99.9 us", "p99 x raw", "best p99 us", "best x raw"]
+    return table([*header, "ok"], rows)
+
+
+# (mode, what it is, the least ratio to the raw loop's end-to-end rate the issue asks for)
+THROUGHPUT_TARGETS = (
+    ("rxws", "rxws.nats.publish, websockets", 0.9),
+    ("relay", "rxws relay collector, websockets", 0.9),
+    ("rxws@picows", "rxws.nats.publish, picows + {parser}", 1.3),
+    ("relay@picows", "rxws relay collector, picows + {parser}", 1.3),
+)
+LATENCY_TARGETS = (
+    ("rxws", "rxws.nats.publish, websockets"),
+    ("relay", "rxws relay collector, websockets"),
+    ("rxws@picows", "rxws.nats.publish, picows"),
+    ("relay@picows", "rxws relay collector, picows"),
+)
+
+
+def targets(
+    tp: dict[str, dict[str, Any]], lat: dict[str, dict[str, Any]], parser: str, rate: float
+) -> list[dict[str, Any]]:
+    """The issue's targets, each with what was measured and whether it holds."""
+    rows: list[dict[str, Any]] = []
+    json_loop = tp.get("raw-json", {}).get("e2e")
+    for mode, what, limit in THROUGHPUT_TARGETS:
+        if mode in tp:
+            value = tp[mode]["x_raw"]
+            rows.append(
+                {
+                    "target": f"end to end msg/s, {what.format(parser=parser)}",
+                    "limit": f">= {limit} x raw",
+                    "measured": value,
+                    "holds": check(value, limit, at_least=True),
+                    "x_raw_json": tp[mode]["e2e"] / json_loop if json_loop else None,
+                }
+            )
+    for mode, what in LATENCY_TARGETS:
+        if mode in lat:
+            value = lat[mode]["p99_x_raw"]
+            rows.append(
+                {
+                    "target": f"p99 at {rate:,.0f} msg/s, {what}",
+                    "limit": "reported (x raw p99)",
+                    "measured": value,
+                    "holds": "-",
+                    "x_raw_json": None,
+                }
+            )
+    return rows
+
+
+def targets_table(rows: list[dict[str, Any]]) -> str:
+    cells = [
+        [
+            row["target"],
+            row["limit"],
+            "-" if row["measured"] is None else f"{row['measured']:.2f}",
+            row["holds"],
+            "-" if row["x_raw_json"] is None else f"{row['x_raw_json']:.2f}",
+        ]
+        for row in rows
+    ]
+    return table(["target", "limit", "measured", "holds", "(x raw-json)"], cells)
+
+
+def available(modes: str) -> list[str]:
+    chosen = [mode for mode in modes.split(",") if mode]
+    if importlib.util.find_spec("picows") is None:
+        chosen = [mode for mode in chosen if not mode.endswith("@picows")]
+    return chosen
 
 
 async def orchestrate(args: argparse.Namespace) -> int:
@@ -395,52 +615,82 @@ async def orchestrate(args: argparse.Namespace) -> int:
     from rxws.codec import HAVE_ORJSON
     from rxws.testing import NatsServer
 
-    modes = [m for m in args.modes.split(",") if m]
-    if importlib.util.find_spec("picows") is None:
-        modes = [mode for mode in modes if not mode.endswith("@picows")]
+    modes = available(args.modes)
+    latency_modes = available(args.latency_modes)
+    paced = max(200, int(args.latency_rate * args.latency_seconds))
+    started = clock()
     server = Server()
     results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    latencies: dict[str, list[dict[str, Any]]] = {mode: [] for mode in latency_modes}
     try:
         async with NatsServer() as nats_server:
             nc = await nats_py.connect(nats_server.url)
             try:
+                if modes:
+                    progress(f"throughput: {args.rounds} round(s) of {args.messages:,} messages")
                 for r in range(1, args.rounds + 1):
                     for mode in modes:
                         result = await run_once(
                             mode, server.url, nats_server.url, nc, args.messages, args.consumer
                         )
                         results[mode].append(result)
-                        shown = describe(result)
-                        progress(f"  round {r}/{args.rounds}  {mode:<12} {shown}")
+                        progress(f"  round {r}/{args.rounds}  {mode:<12} {describe(result)}")
+                if latency_modes:
+                    progress(
+                        f"latency: {args.rounds} round(s) of {paced:,} messages "
+                        f"at {args.latency_rate:,.0f} msg/s"
+                    )
+                for r in range(1, args.rounds + 1):
+                    for mode in latency_modes:
+                        result = await run_once(
+                            mode,
+                            server.url,
+                            nats_server.url,
+                            nc,
+                            paced,
+                            args.consumer,
+                            args.latency_rate,
+                        )
+                        latencies[mode].append(result)
+                        progress(f"  round {r}/{args.rounds}  {mode:<12} {describe(result)}")
             finally:
                 await nc.close()
     finally:
         server.stop()
-    medians = {}
-    for mode, runs in results.items():
-        ok = [run for run in runs if run.get("ok")]
-        if ok:
-            medians[mode] = {
-                "e2e": statistics.median(run["e2e"] for run in ok),
-                "relay": statistics.median(run["relay"] for run in ok),
-                "runs": len(ok),
-            }
+    medians = throughput_medians(results)
+    lat = latency_medians(latencies)
     parser_name = "orjson" if HAVE_ORJSON else "json"
-    print(
-        f"\n{args.messages:,} messages, {args.rounds} rounds, parser {parser_name}, "
-        f"consumer {args.consumer}\n"
-    )
-    print("| mode | end to end msg/s | vs its raw loop | relay msg/s |")
-    print("|---|---:|---:|---:|")
-    for mode, m in medians.items():
-        base = "raw-js" if mode.split("@")[0].endswith("-js") else "raw"
-        ratio = (
-            f"{m['e2e'] / medians[base]['e2e']:.2f}x" if base in medians and mode != base else "-"
+    goals = targets(medians, lat, parser_name, args.latency_rate)
+    print(f"\nParser {parser_name}, consumer {args.consumer}, took {clock() - started:,.0f} s.\n")
+    if medians:
+        print(
+            f"Throughput, median of {args.rounds} alternating round(s), "
+            f"{args.messages:,} messages per run:\n"
         )
-        print(f"| {mode} | {fmt_rate(m['e2e'])} | {ratio} | {fmt_rate(m['relay'])} |")
+        print(throughput_table(medians, args.rounds) + "\n")
+    if lat:
+        print(
+            f"Latency firehose -> consumer at {args.latency_rate:,.0f} msg/s, {paced:,} "
+            f"messages per run, median over {args.rounds} round(s) of each run's "
+            "percentiles (first tenth skipped), and the lowest p99 of the rounds:\n"
+        )
+        print(latency_table(lat, args.rounds) + "\n")
+    if goals:
+        print("Targets:\n")
+        print(targets_table(goals))
     if args.json:
-        Path(args.json).write_text(json.dumps({"runs": results, "medians": medians}, indent=2))
-    return 0 if len(medians) == len(modes) else 1
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "runs": results,
+                    "medians": medians,
+                    "latency": {"runs": latencies, "medians": lat},
+                    "targets": goals,
+                },
+                indent=2,
+            )
+        )
+    return 0 if len(medians) == len(modes) and len(lat) == len(latency_modes) else 1
 
 
 def main() -> int:
@@ -451,7 +701,18 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--modes", default="raw,rxws,relay,rxws@picows,relay@picows,raw-js,rxws-js,relay-js"
+        "--modes",
+        default="raw,raw-json,rxws,relay,rxws@picows,relay@picows,raw-js,rxws-js,relay-js",
+        help="throughput modes, comma-separated ('' for none)",
+    )
+    parser.add_argument(
+        "--latency-modes",
+        default="raw,rxws,relay,rxws@picows,relay@picows",
+        help="latency modes, comma-separated ('' for none)",
+    )
+    parser.add_argument("--latency-rate", type=float, default=20_000.0, help="paced msg/s")
+    parser.add_argument(
+        "--latency-seconds", type=float, default=3.0, help="length of a latency run"
     )
     parser.add_argument(
         "--consumer",

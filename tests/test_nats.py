@@ -529,14 +529,25 @@ async def test_a_payload_that_fails_to_parse_is_reported_and_the_subscription_go
 def test_the_relay_benchmark_runs_every_mode(tmp_path: Path) -> None:
     out = tmp_path / "relay.json"
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "nats_relay.py"
+    args = ["--messages=2000", "--rounds=1", "--latency-seconds=0.1", f"--json={out}"]
     proc = subprocess.run(
-        [sys.executable, str(script), "--messages=2000", "--rounds=1", f"--json={out}"],
+        [sys.executable, str(script), *args],
         capture_output=True,
         text=True,
         timeout=50,
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    medians = json.loads(out.read_text())["medians"]
-    assert {"raw", "rxws", "relay", "raw-js", "rxws-js", "relay-js"} <= set(medians)
+    report = json.loads(out.read_text())
+    medians = report["medians"]
+    assert {"raw", "raw-json", "rxws", "relay", "raw-js", "rxws-js", "relay-js"} <= set(medians)
     assert all(entry["e2e"] > 0 for entry in medians.values())
+    # Paced latency, firehose -> relay -> NATS -> consumer, for the raw loop and rxws.
+    latency = report["latency"]["medians"]
+    assert {"raw", "rxws", "relay"} <= set(latency)
+    for entry in latency.values():
+        assert 0 < entry["p50_us"] <= entry["p99_us"] <= entry["p999_us"]
+    assert latency["raw"]["p99_x_raw"] == 1.0
+    measured = {row["target"]: row["measured"] for row in report["targets"]}
+    assert measured["end to end msg/s, rxws.nats.publish, websockets"] == medians["rxws"]["x_raw"]
+    assert "Targets:" in proc.stdout
