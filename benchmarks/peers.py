@@ -626,13 +626,24 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, A
         top = summary.get(entry["ceiling"], {}).get("median_rate")
         entry["x_raw"] = rate / raw if rate and raw else None
         entry["x_ceiling"] = rate / top if rate and top else None
-        # Each round's rate over the raw loop's in the same round.
-        entry["x_raw_per_round"] = [
-            r["rate"] / b["rate"]
-            for r, b in zip(results[mode], results.get("raw", []), strict=False)
-            if r.get("ok") and b.get("ok")
-        ]
+        # Each round's rate over the raw loop's (and, for a --compare pair, over the
+        # other copy's) in the same round.
+        entry["x_raw_per_round"] = same_round(results[mode], results.get("raw", []))
+        entry["x_before_per_round"] = same_round(results[mode], results.get(f"{mode}~before", []))
     return summary
+
+
+def same_round(runs: list[dict[str, Any]], bases: list[dict[str, Any]]) -> list[float]:
+    """Each round's rate of ``runs`` over the rate of ``bases`` in that round."""
+    return [
+        r["rate"] / b["rate"]
+        for r, b in zip(runs, bases, strict=False)
+        if r.get("ok") and b.get("ok")
+    ]
+
+
+def median_text(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}" if values else "-"
 
 
 def summary_table(summary: dict[str, dict[str, Any]]) -> str:
@@ -640,7 +651,6 @@ def summary_table(summary: dict[str, dict[str, Any]]) -> str:
     for mode, s in summary.items():
         rate = s["median_rate"]
         spread = f"{fmt_rate(s['min_rate'])}-{fmt_rate(s['max_rate'])}" if rate else "FAILED"
-        per_round = s["x_raw_per_round"]
         rows.append(
             [
                 mode,
@@ -648,15 +658,17 @@ def summary_table(summary: dict[str, dict[str, Any]]) -> str:
                 fmt_rate(rate),
                 spread,
                 fmt_ratio(rate, summary.get("raw", {}).get("median_rate")),
-                f"{statistics.median(per_round):.2f}" if per_round else "-",
+                median_text(s["x_raw_per_round"]),
                 fmt_ratio(rate, summary.get(s["ceiling"], {}).get("median_rate")),
+                median_text(s["x_before_per_round"]),
                 "-" if s["peak_rss_mb"] is None else f"{s['peak_rss_mb']:.0f}",
                 f"{s['lost']:,}",
                 f"{s['rounds_ok']}/{s['rounds']}",
             ]
         )
     header = ["mode", "stack", "msg/s (median)", "min-max", "x raw", "x raw (same round)"]
-    return table([*header, "x ceiling", "peak RSS MB", "lost", "ok"], rows)
+    header += ["x ceiling", "x ~before (same round)", "peak RSS MB", "lost", "ok"]
+    return table(header, rows)
 
 
 def targets(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

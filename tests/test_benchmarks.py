@@ -196,6 +196,7 @@ def test_the_peers_benchmark_runs_rxws_beside_the_raw_loops(tmp_path: Path) -> N
     assert runs["client-20x2@fast"]["orjson"] is True
     assert Path(runs["connect"]["rxws_from"]) == ROOT
     assert Path(runs["connect~before"]["rxws_from"]) == before
+    assert len(summary["connect"]["x_before_per_round"]) == 1
     assert "| client-20x2@fast~before " in proc.stdout
     assert "fast: connect" in proc.stdout
 
