@@ -221,12 +221,15 @@ FORMATS = {f.name: f for f in (Format(), TradeFormat())}
 # ---------------------------------------------------------------------- modes
 
 
+_SHAPED = re.compile(r"(client|ceiling|cryptofeed|python-binance)-(\d+)(?:x(\d+))?")
+
+
 def shape(mode: str) -> tuple[int, int] | None:
-    """``(streams, deliveries per message)`` of a ``client-``/``ceiling-`` mode."""
-    found = re.fullmatch(r"(?:client|ceiling)-(\d+)(?:x(\d+))?", mode.split("@")[0])
+    """``(streams, deliveries per message)`` of a ``client-SxD``-like mode (None: unshaped)."""
+    found = _SHAPED.fullmatch(mode.split("~")[0].split("@")[0])
     if found is None:
         return None
-    streams, per = int(found[1]), int(found[2] or 1)
+    streams, per = int(found[2]), int(found[3] or 1)
     if streams < 1 or per < 1 or streams % per:
         raise SystemExit(f"mode {mode!r}: streams must be a positive multiple of deliveries")
     return streams, per
@@ -236,11 +239,23 @@ def is_rxws(mode: str) -> bool:
     return mode.split("@")[0].split("~")[0] == "connect" or mode.startswith("client-")
 
 
+def family(mode: str) -> str:
+    """A mode's name without its shape, stack and copy: ``client-10@fast~before`` -> client."""
+    name = mode.split("~")[0].split("@")[0]
+    found = _SHAPED.fullmatch(name)
+    return name if found is None else found[1]
+
+
+def deliveries(mode: str) -> int:
+    """How many subscribers each message reaches in ``mode``."""
+    dims = shape(mode)
+    return 1 if dims is None else dims[1]
+
+
 def ceiling_of(mode: str) -> str:
     """The ceiling loop a mode is compared with: the same deliveries, by hand."""
-    base = mode.split("~")[0].split("@")[0]
-    dims = shape(base)
-    if dims is None or not base.startswith("client-"):
+    dims = shape(mode)
+    if dims is None or family(mode) == "ceiling":
         return "ceiling"
     return f"ceiling-{dims[0]}x{dims[1]}" if dims[1] > 1 else f"ceiling-{dims[0]}"
 
@@ -254,7 +269,9 @@ def default_modes(fmt: Format) -> list[str]:
     for stack in ("", "@fast"):
         modes += [f"connect{stack}", f"client-10{stack}", f"client-1000x10{stack}"]
     if fmt.name == "agg":
-        modes += [mode for mode, module in PEERS.items() if installed(module)]
+        for peer, module in PEERS.items():
+            if installed(module):
+                modes += [peer, f"{peer}-1000x10"]
     return modes
 
 
@@ -277,17 +294,27 @@ class Count(Tally):
         self.n += 1
 
 
-def stream_tallies(fmt: Format, streams: int, per: int) -> list[tuple[str, Tally]]:
+def stream_tallies(
+    value_of: Callable[[int], str], streams: int, per: int
+) -> list[tuple[str, Tally]]:
     """``(symbol key value, subscriber)`` for each stream, ``per`` streams on each symbol.
 
     The first stream of each symbol is a :class:`Tally`, which times the run; the others
     only count, so that ten deliveries a message do not cost ten clock readings.
     """
-    return [(fmt.value(j // per), Count() if j % per else Tally()) for j in range(streams)]
+    return [(value_of(j // per), Count() if j % per else Tally()) for j in range(streams)]
 
 
 def timed(tallies: list[tuple[str, Tally]]) -> list[Tally]:
     return [t for _, t in tallies if not isinstance(t, Count)]
+
+
+def routes_of(tallies: list[tuple[str, Tally]]) -> dict[str, list[Tally]]:
+    """Symbol key value -> the subscribers of that symbol: what a hand-written loop uses."""
+    routes: dict[str, list[Tally]] = {}
+    for value, tally in tallies:
+        routes.setdefault(value, []).append(tally)
+    return routes
 
 
 def check_deliveries(tallies: list[tuple[str, Tally]], per: int, n: int) -> None:
@@ -330,11 +357,9 @@ async def run_ceiling(
     loads = orjson.loads
     text, close = WSMsgType.TEXT, WSMsgType.CLOSE
     streams, per = dims or (1, 1)
-    tallies = stream_tallies(fmt, streams, per)
+    tallies = stream_tallies(fmt.value, streams, per)
     key = fmt.key
-    routes: dict[str, list[Tally]] = {}
-    for value, tally in tallies:
-        routes.setdefault(value, []).append(tally)
+    routes = routes_of(tallies)
     single = timed(tallies)[0]
 
     class Plain(WSListener):  # type: ignore[misc]
@@ -381,7 +406,7 @@ async def run_client(
     from rxws.events import Disconnected
 
     streams, per = dims
-    tallies = stream_tallies(fmt, streams, per)
+    tallies = stream_tallies(fmt.value, streams, per)
     client = rxws.WebSocketClient(fmt.url(base, n, streams // per), **rxws_options(fast))
     subs = [client.stream([{fmt.key: value}]).subscribe(tally) for value, tally in tallies]
     done = asyncio.Event()
@@ -407,8 +432,10 @@ async def run_client(
     return delivered(tallies, per, n)
 
 
-async def run_cryptofeed(base: str, n: int, timeout: float) -> dict[str, Any]:
-    """cryptofeed's Binance feed, TRADES on the peers' symbols, one async callback."""
+async def run_cryptofeed(
+    base: str, n: int, dims: tuple[int, int] | None, timeout: float
+) -> dict[str, Any]:
+    """cryptofeed's Binance feed, TRADES, one async callback (``dims``: routing by hand)."""
     import cryptofeed.feed
     from cryptofeed.connection import RestEndpoint, Routes, WebsocketEndpoint, WSAsyncConn
     from cryptofeed.defines import TRADES
@@ -437,24 +464,41 @@ async def run_cryptofeed(base: str, n: int, timeout: float) -> dict[str, Any]:
             )
         ]
 
-    tally = Tally()
+    streams, per = dims or (PEER_SYMBOLS, 1)
+    tallies = stream_tallies(lambda i: f"SYM{i}-USDT", streams, per)
+    routes = routes_of(tallies)
+    tally = tallies[0][1]
+    got = [0]
     done = asyncio.Event()
 
     async def trade(trade: Any, receipt_timestamp: float) -> None:
         tally(trade)
-        if tally.n >= n:
+        got[0] += 1
+        if got[0] >= n:
             done.set()
 
-    symbols = [f"SYM{i}-USDT" for i in range(PEER_SYMBOLS)]
-    feed = LocalBinance(symbols=symbols, channels=[TRADES], callbacks={TRADES: trade})
+    async def routed(trade: Any, receipt_timestamp: float) -> None:
+        for deliver in routes[trade.symbol]:
+            deliver(trade)
+        got[0] += 1
+        if got[0] >= n:
+            done.set()
+
+    feed = LocalBinance(
+        symbols=list(routes),
+        channels=[TRADES],
+        callbacks={TRADES: trade if dims is None else routed},
+    )
     mark_open_on_connect(LocalConn)
     feed.start(asyncio.get_running_loop())
     try:
-        await wait_done(done, lambda: tally.n, timeout)
+        await wait_done(done, lambda: got[0], timeout)
     finally:
         feed.stop()
         await feed.shutdown()
-    return throughput(n, tally.n, tally.first, tally.last)
+    if dims is None:
+        return throughput(n, tally.n, tally.first, tally.last)
+    return delivered(tallies, per, n)
 
 
 def mark_open_on_connect(conn_class: Any) -> None:
@@ -468,26 +512,40 @@ def mark_open_on_connect(conn_class: Any) -> None:
     conn_class._open = _open
 
 
-async def run_python_binance(base: str, n: int, timeout: float) -> dict[str, Any]:
-    """python-binance's ``BinanceSocketManager.multiplex_socket``, read with ``recv()``."""
+async def run_python_binance(
+    base: str, n: int, dims: tuple[int, int] | None, timeout: float
+) -> dict[str, Any]:
+    """python-binance's ``BinanceSocketManager.multiplex_socket``, read with ``recv()``.
+
+    With ``dims``, each message is handed by hand to the subscribers of its stream.
+    """
     from binance import AsyncClient, BinanceSocketManager
 
     client = AsyncClient()
     manager = BinanceSocketManager(client)
     manager.STREAM_URL = f"{base}/n{n}/"
-    tally = Tally()
+    streams, per = dims or (PEER_SYMBOLS, 1)
+    tallies = stream_tallies(FORMATS["agg"].value, streams, per)
+    routes = routes_of(tallies)
+    got = [0]
     ended: list[Any] = []
     read_all = asyncio.Event()  # the close was reported, or all n messages came
 
     async def read() -> None:
-        async with manager.multiplex_socket(agg_streams(PEER_SYMBOLS)) as socket:
+        single = tallies[0][1]
+        async with manager.multiplex_socket(list(routes)) as socket:
             mark_open()
-            while tally.n < n:
+            while got[0] < n:
                 msg = await socket.recv()
                 if msg.get("e") == "error":  # how it reports the close (then reconnects)
                     ended.append(msg)
                     break
-                tally(msg)
+                if dims is None:
+                    single(msg)
+                else:
+                    for deliver in routes[msg["stream"]]:
+                        deliver(msg)
+                got[0] += 1
             read_all.set()
 
     reader = asyncio.ensure_future(read())
@@ -499,16 +557,18 @@ async def run_python_binance(base: str, n: int, timeout: float) -> dict[str, Any
         deadline, seen, since = loop.time() + timeout, -1, loop.time()
         while not read_all.is_set() and loop.time() < deadline:
             await asyncio.wait([reader], timeout=0.1)
-            if tally.n != seen or not seen:
-                seen, since = tally.n, loop.time()
+            if got[0] != seen or not seen:
+                seen, since = got[0], loop.time()
             elif loop.time() - since > QUIET_SECONDS:
                 break
     finally:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
         await client.session.close()
-    result = throughput(tally.n, tally.n, tally.first, tally.last)
-    result["lost"] = n - tally.n
+    received, first, last = combine(timed(tallies))
+    result = throughput(received, received, first, last)
+    result["lost"] = n - received
+    result["deliveries"] = sum(t.n for _, t in tallies)
     if ended:
         result["ended_with"] = f"{ended[0].get('type')}: {ended[0].get('m')}"
     return result
@@ -534,10 +594,12 @@ def dispatch(mode: str, args: argparse.Namespace) -> Coroutine[Any, Any, dict[st
         return run_connect(fmt, base, n, fast, t)
     if name.startswith("client-") and dims is not None:
         return run_client(fmt, base, n, dims, fast, t)
-    if name == "cryptofeed":
-        return run_cryptofeed(base, n, t)
-    if name == "python-binance":
-        return run_python_binance(base, n, t)
+    peer = family(name)
+    if peer in PEERS:
+        if fmt.name != "agg":
+            raise SystemExit(f"mode {mode!r}: the peers read only --format agg")
+        run = run_cryptofeed if peer == "cryptofeed" else run_python_binance
+        return run(base, n, dims, t)
     raise SystemExit(f"unknown mode {mode!r}")
 
 
@@ -694,18 +756,27 @@ def targets(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     )
     add("default: client, 10 streams", ">= 0.9 x raw", get("client-10", "x_raw"), 0.9)
     mine = [m for m in summary if is_rxws(m) and "~" not in m]
-    peers = [m for m in summary if m in PEERS]
-    rates = [get(m, "median_rate") for m in mine]
-    peer_rates = [get(m, "median_rate") for m in peers]
-    if peers and mine and None not in rates and None not in peer_rates:
-        slowest = min(r for r in rates if r is not None)
-        fastest = max(r for r in peer_rates if r is not None)
-        add("every rxws row over the fastest peer", "> 1 x", slowest / fastest, 1.000001)
-        rss = [get(m, "peak_rss_mb") or 0.0 for m in mine]
-        peer_rss = [get(m, "peak_rss_mb") or 0.0 for m in peers]
-        add(
-            "least peer peak RSS over the most of rxws", "> 1 x", min(peer_rss) / max(rss), 1.000001
-        )
+    peers = [m for m in summary if family(m) in PEERS]
+    if not (mine and peers):
+        return out
+    rate = {m: get(m, "median_rate") or 0.0 for m in [*mine, *peers]}
+    # Each rxws row against the fastest peer row delivering each message as often.
+    alike = [
+        rate[m] / max(rate[p] for p in same)
+        for m in mine
+        if (same := [p for p in peers if deliveries(p) == deliveries(m)])
+    ]
+    if alike:
+        add("each rxws row over the fastest peer doing the same", "> 1 x", min(alike), 1.000001)
+    add(
+        "slowest rxws row over the fastest peer row",
+        "> 1 x",
+        min(rate[m] for m in mine) / max(rate[p] for p in peers),
+        1.000001,
+    )
+    rss = [get(m, "peak_rss_mb") or 0.0 for m in mine]
+    peer_rss = [get(m, "peak_rss_mb") or 0.0 for m in peers]
+    add("least peer peak RSS over the most of rxws", "> 1 x", min(peer_rss) / max(rss), 1.000001)
     return out
 
 

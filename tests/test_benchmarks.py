@@ -214,18 +214,22 @@ def test_the_peers_benchmark_runs_a_peer_on_the_local_firehose(
         tmp_path,
         "--messages=2000",
         "--rounds=1",
-        f"--modes=raw,{mode}",
+        f"--modes=raw,{mode},{mode}-20x2",
         f"--json={out}",
         timeout=90,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    run = report["runs"][mode][0]
-    assert run["ok"], run.get("error")
-    # python-binance drops the last messages before a server's close; it says how many.
-    assert run["received"] + run.get("lost", 0) == 2000
-    assert run["received"] > 0
-    assert report["summary"][mode]["peak_rss_mb"] > 0
+    for name in (mode, f"{mode}-20x2"):
+        run = report["runs"][name][0]
+        assert run["ok"], (name, run.get("error"))
+        # python-binance drops the last messages before a server's close; it says how many.
+        assert run["received"] + run.get("lost", 0) == 2000
+        assert run["received"] > 0
+        assert report["summary"][name]["peak_rss_mb"] > 0
+    # Routed by hand: 20 subscribers, 2 on each of 10 symbols.
+    routed = report["runs"][f"{mode}-20x2"][0]
+    assert routed["deliveries"] == 2 * routed["received"]
+    assert report["summary"][f"{mode}-20x2"]["ceiling"] == "ceiling-20x2"
     assert report["versions"][mode]
-    names = [t["target"] for t in report["targets"]]
-    assert "every rxws row over the fastest peer" not in names  # no rxws row ran
+    assert report["targets"][-1]["target"] == "default: client, 10 streams"  # no rxws row ran
