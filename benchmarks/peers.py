@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib.metadata
 import importlib.util
 import json
@@ -347,18 +348,19 @@ async def run_raw(url: str, n: int, loads: Callable[[Any], Any]) -> dict[str, An
     return throughput(n, tally.n, tally.first, tally.last)
 
 
-async def run_ceiling(
-    fmt: Format, base: str, n: int, dims: tuple[int, int] | None, timeout: float
-) -> dict[str, Any]:
-    """picows + orjson with nothing around it: the practical ceiling."""
+def ceiling_listener(
+    key: str, dims: tuple[int, int] | None, tallies: list[tuple[str, Tally]]
+) -> type:
+    """The ceiling: a picows listener calling orjson and the subscribers, nothing else.
+
+    Without ``dims`` each message goes to the first tally; with them, to the subscribers
+    of its ``key`` value, by hand (``for cb in routes[msg[key]]: cb(msg)``).
+    """
     import orjson
-    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
     loads = orjson.loads
     text, close = WSMsgType.TEXT, WSMsgType.CLOSE
-    streams, per = dims or (1, 1)
-    tallies = stream_tallies(fmt.value, streams, per)
-    key = fmt.key
     routes = routes_of(tallies)
     single = timed(tallies)[0]
 
@@ -380,8 +382,20 @@ async def run_ceiling(
                 transport.send_close(frame.get_close_code())
                 transport.disconnect()
 
-    url = fmt.url(base, n, len(routes) if dims else PEER_SYMBOLS)
-    transport, _ = await ws_connect(Plain if dims is None else Routed, url)
+    return Plain if dims is None else Routed
+
+
+async def run_ceiling(
+    fmt: Format, base: str, n: int, dims: tuple[int, int] | None, timeout: float
+) -> dict[str, Any]:
+    """picows + orjson with nothing around it: the practical ceiling."""
+    from picows import ws_connect
+
+    streams, per = dims or (1, 1)
+    tallies = stream_tallies(fmt.value, streams, per)
+    single = timed(tallies)[0]
+    url = fmt.url(base, n, streams // per if dims else PEER_SYMBOLS)
+    transport, _ = await ws_connect(ceiling_listener(fmt.key, dims, tallies), url)
     mark_open()
     await asyncio.wait_for(transport.wait_disconnected(), timeout)
     if dims is None:
@@ -620,6 +634,132 @@ def child(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
+# ---------------------------------------------------------------------- --layers
+
+
+class _CaptureLink:
+    """A link that hands the frame handler rxws gives it to its transport, and waits."""
+
+    connection = None
+    is_open = True
+
+    def __init__(self, transport: _Capture) -> None:
+        self._transport = transport
+
+    async def run(self, on_frame: Callable[[Any], None]) -> None:
+        self._transport.on_frame = on_frame
+        self._transport.ready.set()
+        await asyncio.Event().wait()
+
+    async def send(self, data: str | bytes) -> None:
+        pass
+
+    async def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+class _Capture:
+    """An rxws transport without a network: it only captures the pipeline's frame handler."""
+
+    name = "capture"
+
+    def __init__(self) -> None:
+        self.on_frame: Callable[[Any], None] | None = None
+        self.ready = asyncio.Event()
+
+    def prepare(self, options: dict[str, Any], redactor: Any) -> dict[str, Any]:
+        return options
+
+    async def open(self, url: str, options: dict[str, Any], redactor: Any) -> _CaptureLink:
+        return _CaptureLink(self)
+
+    def wrap(self, connection: Any, redactor: Any) -> Any:
+        raise TypeError("the capture transport opens its own links")
+
+
+class _Transport:
+    """What a listener reads of picows's transport on the message path."""
+
+    is_close_frame_sent = False
+    is_disconnected = False
+
+
+def _ns_per_frame(on_ws_frame: Callable[[Any, Any], None], frames: list[Any]) -> float:
+    transport = _Transport()
+    gc.collect()
+    gc.disable()
+    try:
+        started = time.perf_counter_ns()
+        for frame in frames:
+            on_ws_frame(transport, frame)
+        return (time.perf_counter_ns() - started) / len(frames)
+    finally:
+        gc.enable()
+
+
+async def layer_costs(count: int, rounds: int) -> list[dict[str, Any]]:
+    """Nanoseconds of Python work per message above picows, rxws against the ceiling.
+
+    The same frames (made by picows's test helper) go through the ceiling's listener
+    and through rxws's picows listener into a real ``rxws.connect`` or
+    ``WebSocketClient`` pipeline (its transport only captures the frame handler), in
+    this process, alternating, best of ``rounds``. What picows and the loop do per
+    message is the same for both and is not counted.
+    """
+    from picows import WSMsgType
+    from picows.picows import _make_test_ws_frame
+
+    import rxws
+    from rxws.transports.picows import _Listener
+
+    fmt = FORMATS["agg"]
+    out = []
+    for name, dims in (("connect", None), ("client-10", (10, 1)), ("client-1000x10", (1000, 10))):
+        k = PEER_SYMBOLS if dims is None else dims[0] // dims[1]
+        payloads = agg_payloads(count, k)
+        frames = [_make_test_ws_frame(WSMsgType.TEXT, p, True, False) for p in payloads]
+        capture = _Capture()
+        streams, per = dims or (1, 1)
+        tallies = stream_tallies(fmt.value, streams, per)
+        client = None
+        if dims is None:
+            subs = [rxws.connect("ws://capture/", transport=capture).subscribe(tallies[0][1])]
+        else:
+            client = rxws.WebSocketClient("ws://capture/", transport=capture)
+            subs = [client.stream([{fmt.key: v}]).subscribe(t) for v, t in tallies]
+        await asyncio.wait_for(capture.ready.wait(), 10)
+        assert capture.on_frame is not None
+        listener = _Listener(None, 10.0, None, None)
+        listener.start(capture.on_frame)
+        ceiling = ceiling_listener(fmt.key, dims, stream_tallies(fmt.value, streams, per))()
+        mine = top = float("inf")
+        for _ in range(rounds):
+            mine = min(mine, _ns_per_frame(listener.on_ws_frame, frames))
+            top = min(top, _ns_per_frame(ceiling.on_ws_frame, frames))
+        for sub in subs:
+            sub.dispose()
+        if client is not None:
+            await client.close()
+        out.append({"mode": name, "rxws_ns": mine, "ceiling_ns": top})
+    return out
+
+
+def layers_text(rows: list[dict[str, Any]]) -> str:
+    return table(
+        ["mode (picows + orjson)", "ceiling ns/msg", "rxws ns/msg", "rxws - ceiling", "ratio"],
+        [
+            [
+                r["mode"],
+                f"{r['ceiling_ns']:,.0f}",
+                f"{r['rxws_ns']:,.0f}",
+                f"{r['rxws_ns'] - r['ceiling_ns']:,.0f}",
+                f"{r['ceiling_ns'] / r['rxws_ns']:.2f}",
+            ]
+            for r in rows
+        ],
+    )
+
+
 # ---------------------------------------------------------------------- the driver
 
 
@@ -807,6 +947,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare", metavar="DIR", help="also run each rxws mode from DIR")
     parser.add_argument("--timeout", type=float, default=120.0, help="per child run, seconds")
     parser.add_argument("--json", metavar="PATH", help="write every result and summary here")
+    parser.add_argument(
+        "--layers", action="store_true", help="in-process cost per message above picows"
+    )
     parser.add_argument("--serve", action="store_true", help="run the server only")
     parser.add_argument("--watch-stdin", action="store_true", help="(--serve) stop at stdin EOF")
     parser.add_argument("--child", metavar="MODE", help="run one mode in this process")
@@ -839,6 +982,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.child:
         return child(args)
+    if args.layers:
+        rows = asyncio.run(layer_costs(min(args.messages, 20_000), args.rounds))
+        print(layers_text(rows))
+        return 0
     started = time.perf_counter()
     command = "python benchmarks/peers.py " + " ".join(sys.argv[1:] if argv is None else argv)
     machine = f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {sys.platform}"

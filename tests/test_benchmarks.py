@@ -233,3 +233,16 @@ def test_the_peers_benchmark_runs_a_peer_on_the_local_firehose(
     assert report["summary"][f"{mode}-20x2"]["ceiling"] == "ceiling-20x2"
     assert report["versions"][mode]
     assert report["targets"][-1]["target"] == "default: client, 10 streams"  # no rxws row ran
+
+
+def test_the_peers_benchmark_breaks_the_fast_path_down_in_process(tmp_path: Path) -> None:
+    pytest.importorskip("picows")
+    pytest.importorskip("orjson")
+    proc = bench(PEERS, tmp_path, "--layers", "--messages=300", "--rounds=1", timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| c")]
+    assert [row.split("|")[1].strip() for row in rows] == ["connect", "client-10", "client-1000x10"]
+    for row in rows:
+        ceiling, mine = (float(cell.replace(",", "")) for cell in row.split("|")[2:4])
+        assert ceiling > 0
+        assert mine > 0
