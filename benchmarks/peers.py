@@ -1,9 +1,11 @@
 """How rxws compares: rxws, the raw loops and the peers on one Binance-format firehose.
 
 Every mode runs in a fresh child process against one server process, the modes
-alternating round by round, and the table gives medians over the rounds, each rate's
-ratio to the raw websockets loop and to the picows + orjson ceiling loop measured in
-the same run, and each child's peak RSS (``ru_maxrss``).
+alternating round by round, and the table gives medians over the rounds: the rate,
+its ratio to the raw websockets loop and to the picows + orjson ceiling loop doing
+the same deliveries (each the median of the rounds' same-round ratios; each rxws row
+runs right after its ceiling), and each child's peak RSS (``ru_maxrss``). The targets
+of the issue "The fast path near the limit, and the peers side by side" follow.
 
 The server is ``firehose.py``'s, with two additions made here: Binance's combined
 aggTrade streams (``/n<N>/stream?streams=sym0usdt@aggTrade/...``: ``N`` messages
@@ -28,7 +30,14 @@ Modes:
   callback), a subclass with the local addresses; cryptofeed refuses ``ws://``, so the
   benchmark's subclass of its connection class lets ``ws://`` through;
 - ``python-binance``: ``BinanceSocketManager.multiplex_socket`` on 10 streams,
-  read with ``await socket.recv()``, its stream URL set to the local one.
+  read with ``await socket.recv()``, its stream URL set to the local one (it drops
+  the last messages before a server's close and reports the close only about 15 s
+  later, so its run ends after a second without a message; ``lost`` counts them);
+- ``cryptofeed-SxD``, ``python-binance-SxD``: the peer, its callback handing each
+  message by hand to ``D`` of ``S`` callbacks, as ``ceiling-SxD`` does.
+
+Each symbol's first callback reads the clock (it times the run); the others only
+count, in every mode alike.
 
 The peers run when installed (``pip install cryptofeed python-binance``), as
 installed (python-binance parses with orjson when it is there, cryptofeed with
@@ -43,6 +52,7 @@ Usage::
     python benchmarks/peers.py                       # 200,000 messages, 5 rounds
     python benchmarks/peers.py --rounds 3 --json /tmp/peers.json
     python benchmarks/peers.py --format trade        # firehose.py's trade messages
+    python benchmarks/peers.py --layers              # Python work per message, in-process
     python benchmarks/peers.py --serve               # the server alone (prints PORT n)
     python benchmarks/peers.py --child client-1000x10@fast --url ws://127.0.0.1:PORT \\
         --messages 200000 --profile /tmp/c.prof      # one mode by hand, profiled
