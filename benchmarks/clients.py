@@ -186,7 +186,8 @@ async def run_raw(base: str, n: int, loads: Callable[[Any], Any]) -> dict[str, A
     return throughput(n, tally.n, tally.first, tally.last)
 
 
-async def run_connect(base: str, n: int, timeout: float) -> dict[str, Any]:
+async def run_connect(base: str, n: int, timeout: float, url: str | None = None) -> dict[str, Any]:
+    """``rxws.connect`` with one subscriber, on the firehose (or on ``url``, when given)."""
     import rxws
 
     tally = Tally()
@@ -197,7 +198,8 @@ async def run_connect(base: str, n: int, timeout: float) -> dict[str, Any]:
         errors.append(exc)
         done.set()
 
-    source = rxws.connect(firehose_url(base, n), on_event=mark_connected, transport=TRANSPORT[0])
+    url = url or firehose_url(base, n)
+    source = rxws.connect(url, on_event=mark_connected, transport=TRANSPORT[0])
     sub = source.subscribe(tally, failed, done.set)
     try:
         await wait_done(done, lambda: tally.n, timeout)
@@ -656,6 +658,33 @@ def dispatch(mode: str, args: argparse.Namespace) -> Coroutine[Any, Any, dict[st
     raise SystemExit(f"unknown mode {mode!r}")
 
 
+def measure(
+    result: dict[str, Any], run: Coroutine[Any, Any, dict[str, Any]], profile: str | None
+) -> None:
+    """Run ``run`` (under cProfile, stats to ``profile``, if given); add its figures to ``result``.
+
+    A failure is recorded in ``result`` (``ok``, ``error``), as is the peak RSS.
+    """
+    try:
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            try:
+                result.update(profiler.runcall(asyncio.run, run))
+            finally:
+                profiler.dump_stats(profile)
+        else:
+            result.update(asyncio.run(run))
+        result["ok"] = True
+    except BenchFailure as exc:
+        result.update(ok=False, error=str(exc))
+    except Exception as exc:
+        traceback.print_exc()
+        result.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+    result["peak_rss_mb"] = peak_rss_bytes() / 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run one benchmark client mode.")
     parser.add_argument("mode")
@@ -666,24 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="PATH", help="write cProfile stats of the run here")
     args = parser.parse_args(argv)
     result: dict[str, Any] = {"mode": args.mode, "messages": args.messages}
-    try:
-        if args.profile:
-            import cProfile
-
-            profiler = cProfile.Profile()
-            try:
-                result.update(profiler.runcall(asyncio.run, dispatch(args.mode, args)))
-            finally:
-                profiler.dump_stats(args.profile)
-        else:
-            result.update(asyncio.run(dispatch(args.mode, args)))
-        result["ok"] = True
-    except BenchFailure as exc:
-        result.update(ok=False, error=str(exc))
-    except Exception as exc:
-        traceback.print_exc()
-        result.update(ok=False, error=f"{type(exc).__name__}: {exc}")
-    result["peak_rss_mb"] = peak_rss_bytes() / 1e6
+    measure(result, dispatch(args.mode, args), args.profile)
     print("RESULT " + json.dumps(result), flush=True)
     return 0 if result["ok"] else 1
 

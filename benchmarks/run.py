@@ -84,12 +84,12 @@ def messages_for(mode: str, messages: int) -> int:
 
 
 class Server:
-    """The firehose server process."""
+    """The firehose server process (``script`` with ``args``: another server that says PORT)."""
 
-    def __init__(self) -> None:
+    def __init__(self, script: Path = SERVER, *args: str) -> None:
         # The server stops when its stdin closes, so it cannot outlive this process.
         self.proc = subprocess.Popen(
-            [sys.executable, str(SERVER), "--watch-stdin"],
+            [sys.executable, str(script), *args, "--watch-stdin"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -141,6 +141,15 @@ def run_child(
 
 def progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def exit_status(results: dict[str, list[dict[str, Any]]], also: Sequence[str] = ()) -> int:
+    """Say which modes failed in every round (and which of ``also`` failed): 1 if any."""
+    failed = [mode for mode, runs in results.items() if not any(r.get("ok") for r in runs)]
+    failed += also
+    if failed:
+        progress(f"every round failed for: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 def rounds_of(
@@ -554,14 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 indent=2,
             )
         )
-    failed = [
-        mode
-        for mode, runs in {**tp_results, **lat_results}.items()
-        if not any(r.get("ok") for r in runs)
-    ] + [name for name, r in memory.items() if not r.get("ok")]
-    if failed:
-        progress(f"every round failed for: {', '.join(failed)}")
-    return 1 if failed else 0
+    broken = [name for name, r in memory.items() if not r.get("ok")]
+    return exit_status({**tp_results, **lat_results}, broken)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ Install ``rxws[fast]`` for orjson, which parses small messages several times fas
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from json.decoder import JSONDecoder
+from json.scanner import make_scanner
 from typing import Any
 
 __all__ = ["HAVE_ORJSON", "dump_json", "parse_json"]
@@ -17,6 +20,11 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 HAVE_ORJSON: bool = _orjson is not None
 """Whether orjson is installed and used."""
+
+# The scanner that json.loads ends up calling (C, when the _json extension is there).
+# Called directly it skips json.loads's Python layers (type checks, the decoder's two
+# whitespace matches), about 0.9 us of a 2.4 us parse of a 180-byte message.
+_scan: Callable[[str, int], tuple[Any, int]] = make_scanner(JSONDecoder())  # type: ignore[arg-type]
 
 
 def parse_json(frame: str | bytes) -> Any:
@@ -34,6 +42,18 @@ def parse_json(frame: str | bytes) -> Any:
     """
     if HAVE_ORJSON:
         return _orjson.loads(frame)
+    if type(frame) is str:
+        # A text that is one JSON value from its first character to its last, as a
+        # server writes it: the scanner alone. Anything else (leading or trailing
+        # whitespace, bytes, invalid JSON) goes to json.loads, which parses it or
+        # raises what it always raises (an error inside a value is raised by the same
+        # scanner, at the same position, either way).
+        try:
+            value, end = _scan(frame, 0)
+        except StopIteration:
+            end = -1
+        if end == len(frame):
+            return value
     return json.loads(frame)
 
 

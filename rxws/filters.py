@@ -251,6 +251,11 @@ class FilterIndex(Generic[T]):
         self._all_view: list[T] | None = []
         self._mapping_view: list[T] | None = []
         self._only_all = True
+        # How many filed dicts need a check beyond their anchor pair (or de-duplication),
+        # and the plan of route(): None when stale, False when route() is lookup().
+        self._checks = 0
+        self._plan: tuple[Any, dict[Any, _Clause[T] | _Bucket[T]], tuple[T, ...]] | bool | None
+        self._plan = False
 
     def __len__(self) -> int:
         return len(self._all) + len(self._any_mapping) + len(self._clauses)
@@ -292,6 +297,7 @@ class FilterIndex(Generic[T]):
         """
         handle = self._next
         self._next += 1
+        self._plan = None
         if not compiled:
             self._all[handle] = target
             self._all_view = None
@@ -313,6 +319,8 @@ class FilterIndex(Generic[T]):
         return handle
 
     def _file(self, clause: _Clause[T]) -> None:
+        if not clause.direct:
+            self._checks += 1
         key = clause.key
         if key is _NO_ANCHOR:
             self._fallback.add(clause)
@@ -335,6 +343,8 @@ class FilterIndex(Generic[T]):
             entry.add(clause)
 
     def _unfile(self, clause: _Clause[T]) -> None:
+        if not clause.direct:
+            self._checks -= 1
         key = clause.key
         if key is _NO_ANCHOR:
             self._fallback.discard(clause)
@@ -377,6 +387,7 @@ class FilterIndex(Generic[T]):
                     self._unfile(clause)
         self._mapping_view = None
         self._only_all = not (self._any_mapping or self._clauses)
+        self._plan = None
 
     def clear(self) -> None:
         """Unregister every filter list (handles are never reused)."""
@@ -389,6 +400,8 @@ class FilterIndex(Generic[T]):
         self._all_view = []
         self._mapping_view = []
         self._only_all = True
+        self._checks = 0
+        self._plan = False
 
     def targets(self) -> list[T]:
         """Every registered target, in the order they were added (once per handle).
@@ -404,6 +417,48 @@ class FilterIndex(Generic[T]):
             entries.append((handle, clause.target))
         entries.sort(key=_first)
         return [target for _, target in entries]
+
+    def route(self, msg: Any) -> Sequence[T]:
+        """What :meth:`lookup` returns, possibly shared: for a caller that only iterates it.
+
+        The same targets in the same order as ``lookup(msg)``. When every filter list
+        is one dict of one key/value pair, all on the same key (``[{"s": "BTCUSDT"}]``,
+        with or without empty filter lists beside them), this is one dict lookup and no
+        list is built; otherwise it is :meth:`lookup`.
+
+        Args:
+            msg: A message (usually a dict).
+
+        Returns:
+            A sequence the caller must not change. It is never changed afterwards
+            either: adding or removing a filter list replaces what later calls return.
+        """
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = self._make_plan()
+        if plan is False or type(msg) is not dict:
+            return self.lookup(msg)
+        key, by_value, prefix = plan  # type: ignore[misc]
+        try:
+            entry = by_value.get(msg.get(key, _MISSING))
+        except (TypeError, ValueError):  # an unhashable message value
+            return self.lookup(msg)
+        if entry is None:
+            return prefix
+        if type(entry) is _Clause:
+            found: tuple[T, ...] = (entry.target,)
+        else:
+            bucket: _Bucket[T] = entry  # type: ignore[assignment]
+            direct = bucket.direct
+            found = bucket.split() if direct is None else direct
+        return prefix + found if prefix else found
+
+    def _make_plan(self) -> tuple[Any, dict[Any, _Clause[T] | _Bucket[T]], tuple[T, ...]] | bool:
+        """``(key, its values, the unfiltered targets)`` when route() may look up one pair."""
+        if self._any_mapping or self._checks or len(self._by_key) != 1:
+            return False
+        ((key, by_value),) = self._by_key.items()
+        return key, by_value, tuple(self._all.values())
 
     def lookup(self, msg: Any) -> list[T]:
         """The targets whose filter list matches ``msg``, each once.

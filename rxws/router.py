@@ -400,7 +400,7 @@ class Router(Generic[T]):
 
     def _deliverer(self, link: _Link) -> Callable[[T], None]:
         """The source's ``on_next``: the hot path."""
-        lookup = self._index.lookup
+        route = self._index.route
         failed = self._subscriber_failed
 
         def on_next(msg: T) -> None:
@@ -409,7 +409,7 @@ class Router(Generic[T]):
             targets: Sequence[_Member] | None = self._everyone
             if targets is None:
                 if self._filtered:
-                    targets = lookup(msg)
+                    targets = route(msg)
                 else:
                     targets = self._everyone = tuple(self._index.targets())
             for member in targets:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,104 @@ def test_the_sharding_benchmark_reports_throughput_and_subscribe_time(tmp_path: 
     assert "command: python benchmarks/sharding.py" in proc.stdout
     assert "| shard-json@picows " in proc.stdout
     assert "all acked s" in proc.stdout
+
+
+PEERS = ROOT / "benchmarks" / "peers.py"
+
+
+def test_the_peers_benchmark_runs_rxws_beside_the_raw_loops(tmp_path: Path) -> None:
+    pytest.importorskip("picows")
+    pytest.importorskip("orjson")
+    before = tmp_path / "before"
+    shutil.copytree(ROOT / "rxws", before / "rxws")
+    out = tmp_path / "peers.json"
+    modes = ["raw", "ceiling", "ceiling-20x2", "connect", "client-20x2@fast"]
+    proc = bench(
+        PEERS,
+        tmp_path,
+        "--messages=2000",
+        "--rounds=1",
+        f"--modes={','.join(modes)}",
+        f"--compare={before}",
+        f"--json={out}",
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    summary = report["summary"]
+    # --compare runs each rxws mode again from the other copy, in the same round.
+    assert list(summary) == [
+        "raw",
+        "ceiling",
+        "ceiling-20x2",
+        "connect",
+        "connect~before",
+        "client-20x2@fast",
+        "client-20x2@fast~before",
+    ]
+    runs = {mode: entries[0] for mode, entries in report["runs"].items()}
+    for mode, run in runs.items():
+        assert run["ok"], (mode, run.get("error"))
+        assert run["received"] == 2000
+        assert run["peak_rss_mb"] > 0
+        assert summary[mode]["median_rate"] > 0
+    # 20 streams, 2 on each of 10 symbols: every message reaches two of them.
+    assert runs["ceiling-20x2"]["deliveries"] == 4000
+    assert runs["client-20x2@fast"]["deliveries"] == 4000
+    assert summary["client-20x2@fast"]["ceiling"] == "ceiling-20x2"
+    assert summary["raw"]["x_raw"] == 1.0
+    # The default install parses with json (orjson hidden), the fast extras with orjson.
+    assert runs["connect"]["orjson"] is False
+    assert runs["client-20x2@fast"]["orjson"] is True
+    assert Path(runs["connect"]["rxws_from"]) == ROOT
+    assert Path(runs["connect~before"]["rxws_from"]) == before
+    assert len(summary["connect"]["x_before_per_round"]) == 1
+    assert "| client-20x2@fast~before " in proc.stdout
+    assert "fast: connect" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("mode", "module"), [("cryptofeed", "cryptofeed"), ("python-binance", "binance")]
+)
+def test_the_peers_benchmark_runs_a_peer_on_the_local_firehose(
+    tmp_path: Path, mode: str, module: str
+) -> None:
+    pytest.importorskip(module, reason=f"{mode} is not installed (pip install {mode})")
+    out = tmp_path / "peers.json"
+    proc = bench(
+        PEERS,
+        tmp_path,
+        "--messages=2000",
+        "--rounds=1",
+        f"--modes=raw,{mode},{mode}-20x2",
+        f"--json={out}",
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    for name in (mode, f"{mode}-20x2"):
+        run = report["runs"][name][0]
+        assert run["ok"], (name, run.get("error"))
+        # python-binance drops the last messages before a server's close; it says how many.
+        assert run["received"] + run.get("lost", 0) == 2000
+        assert run["received"] > 0
+        assert report["summary"][name]["peak_rss_mb"] > 0
+    # Routed by hand: 20 subscribers, 2 on each of 10 symbols.
+    routed = report["runs"][f"{mode}-20x2"][0]
+    assert routed["deliveries"] == 2 * routed["received"]
+    assert report["summary"][f"{mode}-20x2"]["ceiling"] == "ceiling-20x2"
+    assert report["versions"][mode]
+    assert report["targets"][-1]["target"] == "default: client, 10 streams"  # no rxws row ran
+
+
+def test_the_peers_benchmark_breaks_the_fast_path_down_in_process(tmp_path: Path) -> None:
+    pytest.importorskip("picows")
+    pytest.importorskip("orjson")
+    proc = bench(PEERS, tmp_path, "--layers", "--messages=300", "--rounds=1", timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| c")]
+    assert [row.split("|")[1].strip() for row in rows] == ["connect", "client-10", "client-1000x10"]
+    for row in rows:
+        ceiling, mine = (float(cell.replace(",", "")) for cell in row.split("|")[2:4])
+        assert ceiling > 0
+        assert mine > 0
