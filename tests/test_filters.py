@@ -521,3 +521,34 @@ def test_a_pair_with_one_dict_is_filed_without_a_bucket() -> None:
     assert index.lookup({"s": "A", "p": 1}) == ["two"] and index.lookup({"s": "A"}) == []
     index.remove(h2)
     assert not index._by_key
+
+
+SINGLE_KEY = st.lists(
+    st.one_of(
+        st.just([]),
+        st.builds(lambda v: [{"s": v}], st.sampled_from(["BTC", "ETH", "SOL", 1, None])),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_route_gives_what_lookup_gives_after_any_adds_and_removes(data: st.DataObject) -> None:
+    # Filter lists on one key take route's fast path; others mixed in take lookup's.
+    lists = data.draw(st.one_of(SINGLE_KEY, st.lists(FILTERS, max_size=6)), label="lists")
+    index: FilterIndex[int] = FilterIndex()
+    handles = [index.add(filters, target) for target, filters in enumerate(lists)]
+    for handle in (
+        data.draw(st.lists(st.sampled_from(handles), max_size=3, unique=True)) if (handles) else []
+    ):
+        index.remove(handle)
+    for _ in range(5):
+        msg = data.draw(
+            st.one_of(
+                st.fixed_dictionaries({"s": st.sampled_from(["BTC", "ETH", "XRP", 1, None])}),
+                messages_for(data.draw(st.sampled_from([f for f in lists if f] or [None]))),
+            ),
+            label="msg",
+        )
+        assert list(index.route(msg)) == index.lookup(msg), msg
