@@ -57,7 +57,7 @@ from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import Event
+from websockets.protocol import Event, State
 
 from .._redact import RedactingLogger, Redactor
 from .._resource import AsyncResource
@@ -620,12 +620,21 @@ class DemoExchange(AsyncResource):
             self._in_turns.discard(topic)
         return None
 
+    def _heard(self, topic: str) -> bool:
+        """Whether an open connection holds ``topic`` (one that is closing does not count)."""
+        return any(
+            client.ws.state is State.OPEN and client.subscriptions and topic in client.subscriptions
+            for client in self._clients.values()
+        )
+
     def _trade_topics(self) -> None:
         stamp = int(time.time() * 1000)
         for _ in range(self.batch):
             topic = self._next_topic()
             if topic is None:
                 return
+            if not self._heard(topic):
+                continue  # only connections that are closing hold it: no trade, no gap
             self.seq += 1
             ident = self._topic_ids.get(topic, 0) + 1
             self._topic_ids[topic] = ident
