@@ -116,35 +116,24 @@ def least_subscribe_seconds(
     topics_per_frame: int,
     rate: float,
     budget: tuple[int, float] = CONNECTION_BUDGET,
+    *,
+    paced: bool = False,
 ) -> float:
     """The least time from the first connection attempt to the last SUBSCRIBE sent.
 
     Connection ``j`` may start at ``(j // attempts) * window`` (the connection budget),
-    then sends its ``F`` frames at ``rate`` a second, the first at once: it is done
-    ``(F - 1) / rate`` seconds after it opened. Connections run in parallel.
+    then sends its ``F`` frames, the first at once: at ``rate`` a second it is done
+    ``(F - 1) / rate`` seconds after it opened. With ``paced``, at the client's own
+    pacing instead: bursts of ``PACING_SHARE * rate`` frames, one per ``PACING_WINDOW``.
+    Connections run in parallel.
     """
-    attempts, window = budget
-    worst = 0.0
-    for j, load in enumerate(plan(topics, per_connection)):
-        frames = math.ceil(load / topics_per_frame)
-        worst = max(worst, (j // attempts) * window + (frames - 1) / rate)
-    return worst
-
-
-def paced_subscribe_seconds(
-    topics: int,
-    per_connection: int,
-    topics_per_frame: int,
-    rate: float,
-    budget: tuple[int, float] = CONNECTION_BUDGET,
-) -> float:
-    """The same least time at the client's own pacing (a sliding window of frames)."""
     attempts, window = budget
     burst = max(1, int(rate * PACING_SHARE))
     worst = 0.0
     for j, load in enumerate(plan(topics, per_connection)):
         frames = math.ceil(load / topics_per_frame)
-        worst = max(worst, (j // attempts) * window + ((frames - 1) // burst) * PACING_WINDOW)
+        sending = ((frames - 1) // burst) * PACING_WINDOW if paced else (frames - 1) / rate
+        worst = max(worst, (j // attempts) * window + sending)
     return worst
 
 
@@ -558,8 +547,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     least = least_subscribe_seconds(
         args.topics, args.per_connection, args.topics_per_frame, args.rate
     )
-    paced = paced_subscribe_seconds(
-        args.topics, args.per_connection, args.topics_per_frame, args.rate
+    paced = least_subscribe_seconds(
+        args.topics, args.per_connection, args.topics_per_frame, args.rate, paced=True
     )
     naive = least + 1 / args.rate
     shards = plan(args.topics, args.per_connection)
