@@ -11,12 +11,20 @@ subscribe and unsubscribe frames, batched and paced::
            -> _Wire per live connection      frames batched (topics_per_frame), paced
                                              (sliding window), remembered per request id
     frames in:  topic_of(msg) -> that topic's subscribers get payload(msg)
-                reply_of(msg) -> a rejection errors the topics of its request
+                reply_of(msg) -> a rejection errors the topics of its request;
+                                 any reply may let a rotation's new connection count
+                                 as open (below)
 
 The connection attempts of every shard go through one :class:`rxws.limits.RateBudget`
 per host (the url callable waits for it), so reconnects and rotations spend the same
 budget as first connects. Each shard rotates make-before-break before the server's
 ``connection_lifetime`` ends, staggered so that shards never rotate together.
+
+A connection being rotated in counts as open (and so may take over from the old one)
+only once the server has answered every subscribe frame sent on it: a frame that is
+sent is not yet processed, and a message the old connection alone carried would be
+lost if it were let go before then. A server that has never answered a request (a
+protocol without replies) is not waited for.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from typing import Any
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
+from ._signal import hold_open
 from .errors import ConnectionLost, SubscriptionRejected
 from .events import Event, Retrying, Rotated
 from .limits import Limits, RateBudget, Shards
@@ -88,10 +97,15 @@ class ConnectionStats:
 class _Wire:
     """One live connection of a shard: what it subscribed, and the frames it sends."""
 
-    def __init__(self, shard: _Shard, conn: Any) -> None:
+    def __init__(self, shard: _Shard, conn: Any, release: Callable[[], None] | None) -> None:
         self.shard = shard
         self.conn = conn
         self.sent: dict[str, None] = {}  # topics subscribed on this connection
+        # A rotation waits for this connection to open: call release once the server
+        # has answered the subscribe frames in ``unanswered``.
+        self.release = release
+        self.unanswered: set[int] = set()
+        self.settled = False
         self.wake = asyncio.Event()
         self.idle = asyncio.Event()
         self.idle.set()
@@ -114,12 +128,36 @@ class _Wire:
         self.kick()
         await self.idle.wait()
 
+    def answered(self, request_id: int) -> None:
+        """The server replied to request ``request_id`` sent on this connection."""
+        self.unanswered.discard(request_id)
+        self.open_when_answered()
+
+    def open_when_answered(self) -> None:
+        """Release the rotation's wait once every subscribe frame sent is answered."""
+        release = self.release
+        if release is None or not self.settled:
+            return
+        if self.unanswered and self.shard.owner.acknowledges:
+            return
+        self.release = None
+        self._stop_waiting()
+        release()
+
+    def _stop_waiting(self) -> None:
+        waiting = self.shard.owner.waiting
+        for request_id in self.unanswered:
+            waiting.pop(request_id, None)
+        self.unanswered.clear()
+
     def close(self) -> None:
         self.closed = True
         task, self.task = self.task, None
         if task is not None:
             task.cancel()
         self.idle.set()
+        self.release = None
+        self._stop_waiting()
 
     async def _run(self) -> None:
         try:
@@ -165,6 +203,9 @@ class _Wire:
                 pace.take(loop.time())
             if not unsubscribe:
                 owner.requests[request.id] = request.topics
+                if self.release is not None:
+                    self.unanswered.add(request.id)
+                    owner.waiting[request.id] = self
             await self.conn.send(owner.serialize(request.frame))
 
 
@@ -232,7 +273,9 @@ class Topics:
         self.plan = Shards(capacity)
         self.shards: dict[int, _Shard] = {}
         self.subscribers: dict[str, list[abc.ObserverBase[Any]]] = {}
-        self.requests: dict[int, tuple[str, ...]] = {}
+        self.requests: dict[int, tuple[str, ...]] = {}  # subscribe frames not answered
+        self.waiting: dict[int, _Wire] = {}  # those a rotation waits for, by connection
+        self.acknowledges = False  # the server has answered a request of ours
         self._next_id = 1
         self.stats: list[ConnectionStats] = []  # one per shard, in index order
         self.observer: abc.ObserverBase[Any] | None = None  # the feed, while it runs
@@ -340,6 +383,7 @@ class Topics:
             else:
                 reply = reply_of(msg)
                 if reply is not None:
+                    self._answered(reply.id)
                     if reply.error is not None:
                         self._rejected(reply.id, reply.error)
                     elif reply.id is not None:
@@ -355,6 +399,14 @@ class Topics:
             observer.on_completed()
 
         shard.subscription = self.pipeline(shard.index).subscribe(on_next, on_error, on_completed)
+
+    def _answered(self, request_id: int | None) -> None:
+        if request_id is None or request_id not in self.requests:
+            return
+        self.acknowledges = True
+        wire = self.waiting.pop(request_id, None)
+        if wire is not None:
+            wire.answered(request_id)
 
     def _rejected(self, request_id: int | None, message: str) -> None:
         topics = self.requests.pop(request_id, ()) if request_id is not None else ()
@@ -389,9 +441,11 @@ class Topics:
             What to call when that connection has ended.
         """
         shard = self.shards[index]
-        wire = _Wire(shard, conn)
+        wire = _Wire(shard, conn, hold_open())
         shard.wires.add(wire)
         await wire.settle()
+        wire.settled = True
+        wire.open_when_answered()
 
         def ended() -> None:
             wire.close()

@@ -8,6 +8,12 @@ source that never claims it (any other Observable) is taken to be open at its fi
 item. Subscription in reactivex runs synchronously down the chain, so a ``connect``
 wrapped in ``map``, ``filter`` or ``idle_timeout`` still sees the signal.
 
+While a source runs its ``on_open``, whatever that callback does may *hold* the signal
+(:func:`hold_open`) until something it started has finished, for example until the
+server has acknowledged the subscriptions sent on the new connection; the source's
+:meth:`OpenSignal.fire` then takes effect at the last release. Only a connection that
+is being rotated in has a signal to hold; elsewhere :func:`hold_open` returns ``None``.
+
 This module sits below :mod:`rxws.source` and :mod:`rxws.ops`, so both can use it.
 """
 
@@ -15,9 +21,9 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
-__all__ = ["OpenSignal", "claim_open_signal", "listen_for_open"]
+__all__ = ["OpenSignal", "claim_open_signal", "hold_open", "listen_for_open", "opening"]
 
 
 class OpenSignal:
@@ -27,17 +33,37 @@ class OpenSignal:
         claimed: Whether a source took it (and so will call :meth:`fire` once open).
     """
 
-    __slots__ = ("_callback", "claimed")
+    __slots__ = ("_callback", "_fired", "_holds", "claimed")
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self._callback: Callable[[], None] | None = callback
+        self._fired = False
+        self._holds = 0
         self.claimed = False
 
     def fire(self) -> None:
-        """Report the connection open; later calls do nothing."""
-        callback, self._callback = self._callback, None
-        if callback is not None:
-            callback()
+        """Report the connection open, now or at the last release; later calls do nothing."""
+        self._fired = True
+        if self._holds == 0:
+            callback, self._callback = self._callback, None
+            if callback is not None:
+                callback()
+
+    def hold(self) -> Callable[[], None]:
+        """Delay :meth:`fire` until the returned release is called (once; more is ignored)."""
+        self._holds += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self._holds -= 1
+            if self._fired:
+                self.fire()
+
+        return release
 
 
 _OPEN_SIGNAL: contextvars.ContextVar[OpenSignal | None] = contextvars.ContextVar(
@@ -46,13 +72,19 @@ _OPEN_SIGNAL: contextvars.ContextVar[OpenSignal | None] = contextvars.ContextVar
 
 
 @contextmanager
-def listen_for_open(signal: OpenSignal | None) -> Iterator[None]:
-    """Offer ``signal`` to the source subscribed inside this block (``None``: offer none)."""
-    token = _OPEN_SIGNAL.set(signal)
+def _offer(
+    var: contextvars.ContextVar[OpenSignal | None], signal: OpenSignal | None
+) -> Iterator[None]:
+    token = var.set(signal)
     try:
         yield
     finally:
-        _OPEN_SIGNAL.reset(token)
+        var.reset(token)
+
+
+def listen_for_open(signal: OpenSignal | None) -> AbstractContextManager[None]:
+    """Offer ``signal`` to the source subscribed inside this block (``None``: offer none)."""
+    return _offer(_OPEN_SIGNAL, signal)
 
 
 def claim_open_signal() -> OpenSignal | None:
@@ -66,3 +98,24 @@ def claim_open_signal() -> OpenSignal | None:
         return None
     signal.claimed = True
     return signal
+
+
+_OPENING: contextvars.ContextVar[OpenSignal | None] = contextvars.ContextVar(
+    "rxws_opening", default=None
+)
+
+
+def opening(signal: OpenSignal | None) -> AbstractContextManager[None]:
+    """Let the ``on_open`` awaited inside this block hold ``signal`` (see :func:`hold_open`)."""
+    return _offer(_OPENING, signal)
+
+
+def hold_open() -> Callable[[], None] | None:
+    """Hold the open signal of the connection whose ``on_open`` is running, if it has one.
+
+    Returns:
+        The release to call once the connection may count as open, or ``None`` when
+        nobody waits for this connection's opening (then there is nothing to hold).
+    """
+    signal = _OPENING.get()
+    return None if signal is None else signal.hold()

@@ -24,7 +24,7 @@ from reactivex import abc
 from reactivex.disposable import Disposable
 
 from ._redact import Redactor
-from ._signal import OpenSignal, claim_open_signal
+from ._signal import OpenSignal, claim_open_signal, opening
 from .codec import parse_json
 from .errors import ConnectionFailed, ConnectionLost, NoRunningLoop, ParseError, RxwsError
 from .events import ClosedBy, Connected, Connecting, Disconnected, Event
@@ -194,7 +194,8 @@ class _Session:
             self.link = link = await self._open()
             if self.on_open is not None:
                 try:
-                    await self.on_open(link.connection)
+                    with opening(self.opened):
+                        await self.on_open(link.connection)
                 except Exception as exc:
                     raise ConnectionFailed(
                         self.shown or "the connection",

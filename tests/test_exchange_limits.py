@@ -328,3 +328,26 @@ async def test_five_thousand_topics_over_five_connections() -> None:
             assert sorted(ids) == sorted(mine)
             for got in ids.values():
                 assert got == list(range(1, len(got) + 1))
+
+
+async def test_request_delay_holds_each_request_that_long_in_turn() -> None:
+    async with DemoExchange(combined=True, request_delay=0.2) as ex, _connect(ex.url) as ws:
+        started = time.monotonic()
+        for ident in (1, 2):
+            await ws.send(
+                json.dumps({"method": "SUBSCRIBE", "params": [f"t{ident}@trade"], "id": ident})
+            )
+        replies = []
+        while len(replies) < 2:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+            if "id" in msg:
+                replies.append((msg["id"], time.monotonic() - started))
+        assert [ident for ident, _ in replies] == [1, 2]
+        assert replies[0][1] >= 0.2
+        assert replies[1][1] >= 0.4  # one request at a time
+
+
+@pytest.mark.parametrize("bad", [-1, "0.1", True])
+def test_request_delay_must_be_a_number_of_seconds(bad: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match="request_delay"):
+        DemoExchange(request_delay=bad)

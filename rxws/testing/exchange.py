@@ -166,6 +166,9 @@ class DemoExchange(AsyncResource):
         start_seq: The sequence number of the first trade minus one.
         combined: Many-topic, Binance-like mode (see the module's description).
         limits: The limits to enforce (``None`` or unset fields: not enforced).
+        request_delay: Seconds the exchange spends on each message a client sends
+            before it acts on it and replies, one message at a time per connection (a
+            busy server: a SUBSCRIBE takes effect that much after it arrived).
 
     Attributes:
         seq: The sequence number of the last trade sent.
@@ -193,6 +196,7 @@ class DemoExchange(AsyncResource):
         start_seq: int = 0,
         combined: bool = False,
         limits: Limits | None = None,
+        request_delay: float = 0.0,
     ) -> None:
         if not symbols:
             raise ValueError("DemoExchange needs at least one symbol")
@@ -200,6 +204,11 @@ class DemoExchange(AsyncResource):
             raise TypeError(
                 f"DemoExchange limits must be an rxws.Limits, got {type(limits).__name__}"
             )
+        if isinstance(request_delay, bool) or not isinstance(request_delay, (int, float)):
+            raise TypeError(f"request_delay must be a number, got {type(request_delay).__name__}")
+        if not request_delay >= 0:
+            raise ValueError(f"request_delay must be 0 or more seconds, got {request_delay}")
+        self.request_delay = float(request_delay)
         self.combined = combined
         self.limits = limits if limits is not None else Limits()
         self.violations: list[Violation] = []
@@ -467,6 +476,8 @@ class DemoExchange(AsyncResource):
             if preset and (error := self._subscribe(client, preset)) is not None:
                 await ws.close(1008, error[:120])
             async for raw in ws:
+                if self.request_delay:
+                    await asyncio.sleep(self.request_delay)
                 self._on_client_message(client, raw)
         except ConnectionClosed:
             pass

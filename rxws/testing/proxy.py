@@ -4,7 +4,8 @@ Put it between a client and a server to fail the network for real, below the
 websocket protocol: :meth:`FaultProxy.cut` resets every link (the client sees the TCP
 connection break without a close frame), :meth:`FaultProxy.blackhole` silently drops
 every byte both ways while the sockets stay open (a half-open link that only keepalive
-pings or an idle timeout can detect), :meth:`FaultProxy.refuse` makes new links fail.
+pings or an idle timeout can detect), :meth:`FaultProxy.refuse` makes new links fail,
+and :attr:`FaultProxy.latency` holds every byte for a while each way (a distant server).
 
 ``SilentServer`` accepts TCP connections and never answers: a server that never
 completes the opening handshake.
@@ -13,6 +14,7 @@ completes the opening handshake.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 from .._resource import AsyncResource
 
@@ -40,14 +42,26 @@ class FaultProxy(AsyncResource):
         target_port: The target's port.
         host: Address to listen on.
         port: Port to listen on; 0 picks a free one.
+        latency: Seconds every byte is held before it is forwarded, each way.
 
     Attributes:
         accepted: Links accepted so far.
+        latency: As above; it may be changed at any time (bytes already held keep
+            their time).
     """
 
     def __init__(
-        self, target_host: str, target_port: int, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: float = 0.0,
     ) -> None:
+        if isinstance(latency, bool) or not isinstance(latency, (int, float)) or latency < 0:
+            raise ValueError(f"FaultProxy latency must be 0 or more seconds, got {latency!r}")
+        self.latency = float(latency)
         self.target_host = target_host
         self.target_port = target_port
         self.host = host
@@ -127,6 +141,7 @@ class FaultProxy(AsyncResource):
                 w.transport.abort()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held = _Held(writer)
         try:
             while True:
                 data = await reader.read(65536)
@@ -134,13 +149,65 @@ class FaultProxy(AsyncResource):
                     break
                 if self._blackholed:
                     continue
-                writer.write(data)
-                await writer.drain()
+                if self.latency > 0 or held.queue:
+                    held.add(data, self.latency)
+                else:
+                    writer.write(data)
+                    await writer.drain()
+            await held.drained()
         except (ConnectionError, OSError):
             pass
         finally:
+            held.cancel()
             # Half-close is not modelled: the end of one direction ends the link.
             writer.transport.abort()
+
+
+class _Held:
+    """Bytes of one direction held back for the proxy's latency, forwarded in order."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.queue: deque[tuple[float, bytes]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+        self.empty = asyncio.Event()
+        self.empty.set()
+
+    def add(self, data: bytes, latency: float) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + latency
+        if self.queue:
+            due = max(due, self.queue[-1][0])  # never overtake what is already held
+        self.queue.append((due, data))
+        self.empty.clear()
+        if self.timer is None:
+            self.timer = loop.call_at(due, self._forward)
+
+    def _forward(self) -> None:
+        self.timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        queue = self.queue
+        while queue and queue[0][0] <= now:
+            if not self.writer.transport.is_closing():
+                self.writer.write(queue.popleft()[1])
+            else:
+                queue.clear()
+        if queue:
+            self.timer = loop.call_at(queue[0][0], self._forward)
+        else:
+            self.empty.set()
+
+    async def drained(self) -> None:
+        """Wait until every held byte is forwarded (the end of a stream comes after)."""
+        await self.empty.wait()
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.queue.clear()
+        self.empty.set()
 
 
 class SilentServer(AsyncResource):
