@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+import rxws
+from rxws.testing import DemoExchange
+
 SOAK_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "soak.py"
 
 
@@ -59,7 +62,7 @@ def passing_report() -> Any:
     report: Any = soak.SoakReport(seconds=1.0, seed=0, transport="websockets", rounds=1)
     report.faults = dict.fromkeys(soak.FAULT_KINDS, 1)
     report.recovered = len(soak.FAULT_KINDS)
-    report.messages = report.tapped = report.stream_messages = 10
+    report.messages = report.tapped = report.tapped_streamed = report.stream_messages = 10
     report.warmed_up = report.rotated_after = True
     report.accepted = report.resubscribed = 5
     return report
@@ -96,3 +99,38 @@ def test_every_criterion_of_a_run_is_in_the_report() -> None:
     assert problems[1] == "no rotation in the quiet spell after the faults"
     assert problems[2] == "1 fault(s) not recovered within 10 s: ['blackhole']"
     assert problems[3].startswith("3 server connection(s) did not get all 100 SUBSCRIBE")
+
+
+def test_the_streams_must_have_got_every_trade_of_their_time() -> None:
+    report = passing_report()
+    report.tapped = report.messages = 14  # four more after the streams were disposed
+    assert report.ok, report.problems
+    report.stream_messages = 9
+    assert report.problems == [
+        "the multiplex streams got 9 trades, the client 10 while they were subscribed"
+    ]
+
+
+async def test_trades_delivered_after_the_streams_were_disposed_are_not_theirs() -> None:
+    # The soak's shutdown disposes the multiplex streams, then close() flushes their
+    # UNSUBSCRIBE while the client still delivers trades: to its own subscribers, not to
+    # the streams. Those trades used to be counted against the streams (2 to 4 of them,
+    # in about one run in four). Here the client delivers several before it closes.
+    symbols = ("SYM000", "SYM001", "SYM002")
+    async with DemoExchange(symbols=symbols, interval=0.005, batch=2) as exchange:
+        run = soak._Soak(seed=0, transport="websockets", recovery_limit=5.0)
+        client = rxws.WebSocketClient(exchange.url)
+        streams = run.watch(client, symbols)
+        try:
+            await client.start()
+            assert await run.wait(lambda: run.tap_count >= 10, 5.0)
+            run.dispose_streams(streams)
+            after = run.tap_count + 8
+            assert await run.wait(lambda: run.tap_count >= after, 5.0)
+        finally:
+            await client.close()
+        run.finish(client, exchange)
+    report = run.report
+    assert report.tapped >= report.tapped_streamed + 8
+    assert report.stream_messages == report.tapped_streamed
+    assert not [p for p in report.problems if "multiplex streams" in p], report.problems
