@@ -105,16 +105,18 @@ for _name, _test in list(globals().items()):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("block", [b for _, b in PYTHON], ids=[f"line{n}" for n, _ in PYTHON])
 def test_python_example_runs_as_written(block: str, exchange_port: int, combined_port: int) -> None:
-    # Each block runs as a reader would run it: a script of its own, in a new process.
+    # Each block runs as a reader would run it: a script of its own, in a new process,
+    # where a socket or task left behind shows as a ResourceWarning on stderr.
     code = block.replace(":8765", f":{exchange_port}").replace(":8766", f":{combined_port}")
     proc = subprocess.run(
-        [sys.executable, "-c", code + _RUN_TESTS],
+        [sys.executable, "-W", "error::ResourceWarning", "-c", code + _RUN_TESTS],
         capture_output=True,
         text=True,
         timeout=50,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ResourceWarning" not in proc.stderr, proc.stderr[-3000:]
     out = proc.stdout
     if "async def test_" not in block:
         assert out.strip(), "an example should show what it did"

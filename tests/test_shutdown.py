@@ -6,6 +6,11 @@ new connection is coming up, while reconnecting waits out its backoff, and while
 ``exit()``, disposing subscriptions, or cancelling the task that iterates an
 ``AsyncStream`` (or that awaits ``send``).
 
+Then the moment after: a connection that was let go and is still closing (waiting
+for the peer's answer to its close frame) when the program ends, as ``asyncio.run``
+does when ``main()`` returns or is stopped: every task still running is cancelled
+again.
+
 Afterwards: no task and no socket left (the suite's conftest), no asyncio ERROR log
 ("Task was destroyed but it is pending!", "Task exception was never retrieved", ...),
 no ERROR log of rxws, and every call returned promptly rather than after a timeout.
@@ -30,7 +35,10 @@ import rxws
 from rxws import ops
 from rxws.compat import AsyncWebsocketStreamInterface
 from rxws.events import Event, Retrying
-from rxws.testing import DemoExchange, Recorder, SilentServer
+from rxws.limits import Limits
+from rxws.protocols import Binance
+from rxws.source import connection_is_open
+from rxws.testing import DemoExchange, FaultProxy, Recorder, SilentServer
 
 STATES = ["connecting", "rotating", "backing_off", "send_waiting"]
 PROMPT = 1.0  # seconds: every shutdown here must take less
@@ -342,3 +350,76 @@ async def test_compat_exit(state: str) -> None:
             with pytest.raises(rxws.StreamClosed):
                 await promptly(sending)
         await promptly(legacy.exit())  # idempotent
+
+
+# ---------------------------------------------------------------------- cancelled while closing
+
+
+class Opened:
+    """``on_open`` that keeps each connection and the task it runs in."""
+
+    def __init__(self) -> None:
+        self.connections: list[Any] = []
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    async def __call__(self, connection: Any) -> None:
+        self.connections.append(connection)
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.append(task)
+
+    def closing(self) -> bool:
+        """Whether every connection has sent its close frame (and waits for the peer)."""
+        return all(not connection_is_open(c) for c in self.connections)
+
+
+async def test_a_connection_cancelled_again_while_closing_drops_its_socket(
+    transport: str,
+) -> None:
+    # README's "compose by hand" example: take(400) lets go of the feed, main() returns,
+    # and asyncio.run cancels the connection's task again while it waits for the peer.
+    async with DemoExchange() as exchange, FaultProxy("127.0.0.1", exchange.port) as proxy:
+        opened = Opened()
+        got = asyncio.Event()
+        feed = rxws.connect(proxy.url(), on_open=opened, transport=transport)
+        sub = feed.subscribe(lambda _: got.set())
+        await asyncio.wait_for(got.wait(), 5.0)
+        proxy.blackhole()  # the close frame gets no answer: closing waits for the peer
+        sub.dispose()
+        await until(opened.closing)
+        (task,) = opened.tasks
+        task.cancel()  # what asyncio.run does to every task left when main() returns
+        await asyncio.wait([task])
+        await promptly(until(lambda: proxy.links == 0))
+
+
+async def test_a_sharded_client_stopped_while_closing_drops_every_socket(
+    transport: str,
+) -> None:
+    # Ctrl-C while 'async with client' closes: asyncio.run cancels main() (and so the
+    # close), then every task still running.
+    async with (
+        DemoExchange(combined=True) as exchange,
+        FaultProxy("127.0.0.1", exchange.port) as proxy,
+    ):
+        opened = Opened()
+        client = rxws.WebSocketClient(
+            proxy.url(),
+            subscriptions=Binance(),
+            limits=Limits(streams_per_connection=2),
+            on_open=opened,
+            transport=transport,
+        )
+        await client.start()
+        for i in range(6):
+            client.topic(f"s{i}@trade").subscribe(lambda _: None)
+        await until(lambda: client.stats.connections == 3)
+        proxy.blackhole()
+        closing = asyncio.create_task(client.aclose())
+        await until(opened.closing)
+        closing.cancel()
+        for task in opened.tasks:
+            task.cancel()
+        await asyncio.wait([closing, *opened.tasks])
+        assert closing.cancelled()
+        await promptly(until(lambda: proxy.links == 0))

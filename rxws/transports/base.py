@@ -63,7 +63,10 @@ class Link(Protocol):
         """Close the connection (normal close, 1000) and wait until it is closed.
 
         Waits at most ``timeout`` seconds (default: the connection's own close
-        timeout) for the peer to answer, then drops the TCP connection.
+        timeout) for the peer to answer, then drops the TCP connection. If the wait
+        is interrupted (the task is cancelled again, as ``asyncio.run`` cancels what
+        is left when the program ends), the TCP connection is dropped at once before
+        the cancellation goes on: no socket outlives a close.
         """
 
 

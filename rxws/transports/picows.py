@@ -558,15 +558,20 @@ if _picows is not None:
             limit = self._close_timeout if timeout is None else min(timeout, self._close_timeout)
             transport = self.transport
             self._listener.closing = True
-            if not transport.is_disconnected:
-                if not transport.is_close_frame_sent:
-                    transport.send_close(_picows.WSCloseCode.OK)
-                try:
-                    await asyncio.wait_for(asyncio.shield(transport.wait_disconnected()), limit)
-                except Exception:  # timed out, or the link broke meanwhile
-                    transport.disconnect(graceful=False)
-            with contextlib.suppress(Exception):  # a failure is reported by run()
-                await transport.wait_disconnected()
+            try:
+                if not transport.is_disconnected:
+                    if not transport.is_close_frame_sent:
+                        transport.send_close(_picows.WSCloseCode.OK)
+                    try:
+                        await asyncio.wait_for(asyncio.shield(transport.wait_disconnected()), limit)
+                    except Exception:  # timed out, or the link broke meanwhile
+                        transport.disconnect(graceful=False)
+                with contextlib.suppress(Exception):  # a failure is reported by run()
+                    await transport.wait_disconnected()
+            except BaseException:
+                # Cancelled (again) while waiting for the peer: drop the TCP connection.
+                transport.disconnect(graceful=False)
+                raise
             close_transport(getattr(transport, "underlying_transport", None))
 
     class PicowsLink:

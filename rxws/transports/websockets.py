@@ -108,8 +108,16 @@ class WebsocketsLink:
         current = getattr(conn, "close_timeout", None)
         if timeout is not None and (current is None or current > timeout):
             conn.close_timeout = timeout
-        await conn.close()
-        close_transport(getattr(conn, "transport", None))
+        transport = getattr(conn, "transport", None)
+        try:
+            await conn.close()
+        except BaseException:
+            # Cancelled (again) while waiting for the peer's answer: websockets leaves
+            # the socket open then, so drop it here.
+            if transport is not None:
+                transport.abort()
+            raise
+        close_transport(transport)
 
 
 class WebsocketsTransport:
