@@ -45,10 +45,10 @@ from typing import Any
 import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
-from reactivex.observer import AutoDetachObserver
 from reactivex.subject import Subject
 
 from . import ops
+from ._observers import direct_on_next
 from ._redact import Redactor
 from ._resource import AsyncResource, Tasks
 from ._shards import ConnectionStats, Topics
@@ -105,21 +105,6 @@ class ClientStats:
     dropped: int = 0
     connections: int = 0
     per_connection: list[ConnectionStats] = field(default_factory=list)
-
-
-def _direct_on_next(observer: abc.ObserverBase[Any]) -> Callable[[Any], None]:
-    """``observer``'s own ``on_next`` handler, without the auto-detach check.
-
-    Only for observers of the client's own layers, whose upstream stops delivering
-    once they are disposed or terminated (the connection's own auto-detach observer
-    and the router's ``link.live`` check guard the same thing): one call less per
-    message.
-    """
-    if type(observer) is AutoDetachObserver:
-        inner = getattr(observer, "_on_next", None)
-        if callable(inner):
-            return inner  # type: ignore[no-any-return]
-    return observer.on_next
 
 
 def _check_timeout(timeout: float | None, default: float) -> float:
@@ -334,7 +319,7 @@ class _Connections:
                 feed = feed.pipe(ops.idle_timeout(idle))
                 on_error = self._idle_reporter(attempt, on_error)
             return feed.subscribe(
-                _direct_on_next(observer), on_error, observer.on_completed, scheduler=scheduler
+                direct_on_next(observer), on_error, observer.on_completed, scheduler=scheduler
             )
 
         return reactivex.create(subscribe)
@@ -424,7 +409,7 @@ class _Connections:
             if self.failed is not None:
                 observer.on_error(self.failed)
                 return Disposable()
-            deliver = _direct_on_next(observer)
+            deliver = direct_on_next(observer)
 
             def count(msg: Any) -> None:
                 stats.messages += 1

@@ -23,9 +23,10 @@ import reactivex
 from reactivex import abc
 from reactivex.disposable import Disposable
 
+from ._observers import unwrap
 from ._redact import Redactor
 from ._signal import OpenSignal, claim_open_signal, opening
-from .codec import parse_json
+from .codec import direct_parser, parse_json
 from .errors import ConnectionFailed, ConnectionLost, NoRunningLoop, ParseError, RxwsError
 from .events import ClosedBy, Connected, Connecting, Disconnected, Event
 from .transports import Link, Transport, get_transport
@@ -150,10 +151,17 @@ class _Session:
         )
 
     def _frame_handler(self) -> Callable[[Any], None]:
-        on_next = self.observer.on_next
+        """What the link calls with each frame: parse, then the subscriber's ``on_next``.
+
+        The subscriber's own handler is called directly, after the stop check its
+        ``AutoDetachObserver`` would make (nothing is delivered after ``on_error``,
+        ``on_completed`` or dispose); what it raises goes to the link, as before.
+        """
         parse = self.parse
         if parse is None:
-            return on_next
+            return self.observer.on_next
+        parse = direct_parser(parse)
+        on_next, guard = unwrap(self.observer)
 
         def on_frame(frame: Any) -> None:
             try:
@@ -163,7 +171,8 @@ class _Session:
                 return
             if self.failed_in_burst:
                 self._burst_over()
-            on_next(msg)
+            if not guard.is_stopped:
+                on_next(msg)
 
         return on_frame
 

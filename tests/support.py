@@ -7,6 +7,7 @@ busy machines: ``RXWS_TEST_TIMING=3 pytest`` gives each wait three times as long
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 from collections.abc import Callable
@@ -79,3 +80,25 @@ class CountingSource:
     def push(self, msg: Any) -> None:
         """Emit ``msg`` to the current subscribers."""
         self.subject.on_next(msg)
+
+
+async def first_of_a_burst(source: Observable[Any], exchange: Any, count: int = 50) -> list[Any]:
+    """What a subscriber of ``source`` that lets go inside its first ``on_next`` gets.
+
+    Once ``exchange`` (a :class:`rxws.testing.DemoExchange` that does not tick) has
+    the connection, it sends ``count`` frames ``{"seq": n}`` in one burst, so the link
+    still holds more when the subscriber disposes; returns what reached the subscriber
+    by the time the connection is closed.
+    """
+    got: list[Any] = []
+
+    def first_only(msg: Any) -> None:
+        got.append(msg)
+        subscription.dispose()
+
+    subscription = source.subscribe(first_only)
+    await exchange.wait_for(lambda: exchange.open_connections == 1)
+    for seq in range(count):
+        exchange.send_raw(json.dumps({"seq": seq}))
+    await exchange.wait_for(lambda: exchange.open_connections == 0)
+    return got

@@ -12,6 +12,7 @@ import pytest
 import reactivex
 from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
+from support import first_of_a_burst
 
 import rxws
 from rxws.backoff import Backoff
@@ -321,6 +322,16 @@ async def test_two_refused_handshakes_then_messages_flow(transport: str) -> None
         assert 0.05 * 0.9 <= gaps[0] < 0.05 + 0.5
         assert 0.1 * 0.9 <= gaps[1] < 0.1 + 0.5
         assert all(m["e"] == "trade" for m in got.items)
+
+
+async def test_nothing_arrives_after_a_dispose_from_inside_on_next(transport: str) -> None:
+    # reconnect hands messages straight to the subscriber's handler (its source's own
+    # auto-detach observer is the guard): a subscriber that lets go inside on_next
+    # gets nothing more of the burst the link holds.
+    async with DemoExchange(interval=60.0) as exchange:
+        feed = rxws.connect(exchange.url, transport=transport).pipe(reconnect())
+        assert await first_of_a_burst(feed, exchange) == [{"seq": 0}]
+        assert exchange.accepted == 1
 
 
 async def test_401_is_not_retried(transport: str) -> None:

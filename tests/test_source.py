@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 from reactivex import operators as op
-from support import dead_port
+from support import dead_port, first_of_a_burst
 from websockets.asyncio.client import connect as ws_connect
 
 import rxws
@@ -44,6 +45,29 @@ async def test_dispose_closes_the_socket(transport: str) -> None:
         await asyncio.sleep(0.05)
         assert len(rec.items) == count, "items arrived after dispose"
         assert not rec.done
+
+
+async def test_nothing_arrives_after_a_dispose_from_inside_on_next(transport: str) -> None:
+    async with DemoExchange(interval=60.0) as exchange:
+        source = rxws.connect(exchange.url, transport=transport)
+        assert await first_of_a_burst(source, exchange) == [{"seq": 0}]
+
+
+async def test_a_subscriber_that_raises_ends_the_connection_with_its_error(
+    transport: str,
+) -> None:
+    async with DemoExchange() as exchange:
+        rec = Recorder()
+
+        def explode(msg: Any) -> None:
+            rec.items.append(msg)
+            raise ValueError("subscriber bug")
+
+        rxws.connect(exchange.url, transport=transport).subscribe(explode, rec.on_error)
+        await rec.wait_done()
+        assert isinstance(rec.error, ValueError) and str(rec.error) == "subscriber bug"
+        assert len(rec.items) == 1
+        await exchange.wait_for(lambda: exchange.open_connections == 0)
 
 
 async def test_dispose_while_connecting_leaves_nothing_behind(transport: str) -> None:

@@ -10,6 +10,7 @@ import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import SerialDisposable, SingleAssignmentDisposable
 
+from .._observers import direct_on_next
 from ..backoff import Backoff
 from ..errors import ConnectionLost, ReconnectExhausted, is_retryable
 from ..events import Event, Retrying
@@ -122,6 +123,7 @@ def reconnect(
             sched, now = clock.scheduler, clock.time
             # Holds the live subscription, or the pending wait before the next one.
             current = SerialDisposable()
+            deliver = direct_on_next(observer)
             attempt = 0
             started = 0.0
 
@@ -176,8 +178,11 @@ def reconnect(
                 # (and schedules the next wait) is not undone by the late assignment.
                 holder = SingleAssignmentDisposable()
                 current.disposable = holder
+                # Straight to the subscriber's handler: this subscription's own
+                # auto-detach observer already stops delivering once ``current`` is
+                # disposed (as the subscriber's disposal does) or the source ended.
                 holder.disposable = source.subscribe(
-                    observer.on_next, on_error, on_completed, scheduler=scheduler
+                    deliver, on_error, on_completed, scheduler=scheduler
                 )
 
             resubscribe()
