@@ -85,10 +85,10 @@ def test_defaults_match_the_design() -> None:
     reason="rxws/__init__.py does not export rxws.bridge yet",
 )
 def test_the_bridge_is_exported_at_the_top_level() -> None:
-    exported = vars(rxws)
-    assert exported["to_async_iterable"] is to_async_iterable
-    assert exported["from_async_iterable"] is from_async_iterable
-    assert exported["AsyncStream"] is AsyncStream
+    assert rxws.to_async_iterable is to_async_iterable
+    assert rxws.from_async_iterable is from_async_iterable
+    assert rxws.AsyncStream is AsyncStream
+    assert {"to_async_iterable", "from_async_iterable", "AsyncStream"} <= set(rxws.__all__)
 
 
 # ---------------------------------------------------------------------- order and completeness

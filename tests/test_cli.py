@@ -977,6 +977,60 @@ async def test_ctrl_c_at_any_moment_exits_0_without_a_traceback(delay: float) ->
         assert word not in err, err
 
 
+# The program as the ``rxws`` command runs it (``from rxws._launch import main``, which
+# imports nothing else: next test), saying "start" when main() begins to import the
+# command line.
+LAUNCHED = """
+import sys
+from rxws._launch import main
+
+class Announce:
+    def find_spec(self, name, path=None, target=None):
+        if name == "rxws.cli":
+            print("start", file=sys.stderr, flush=True)
+        return None
+
+sys.meta_path.insert(0, Announce())
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.03, 0.06, 0.1, 0.15])
+async def test_ctrl_c_while_the_command_line_is_still_loading_exits_0_quietly(
+    delay: float,
+) -> None:
+    """Ctrl-C in the first 0.2 s: while Python imports rxws, websockets and reactivex."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        LAUNCHED,
+        "demo",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    assert await asyncio.wait_for(proc.stderr.readline(), DEADLINE) == b"start\n"
+    await asyncio.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    code, _, err = await finish(proc)
+    assert code == 0, err
+    for word in ("Traceback", "KeyboardInterrupt", "Task was destroyed", "never closed"):
+        assert word not in err, err
+
+
+def test_importing_rxws_imports_none_of_its_layers() -> None:
+    """The ``rxws`` command's first step imports nothing that takes long."""
+    probe = (
+        "import sys, rxws._launch; "
+        "print(sorted(m for m in sys.modules "
+        "if m.startswith(('rxws.', 'websockets', 'reactivex'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=DEADLINE, check=True
+    ).stdout
+    assert out.strip() == "['rxws._launch', 'rxws._version']"
+
+
 async def test_exchange_serves_listen_across_processes() -> None:
     server = await asyncio.create_subprocess_exec(
         *CLI,

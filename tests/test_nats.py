@@ -481,6 +481,8 @@ async def test_disposing_a_publisher_with_messages_left_counts_them() -> None:
         await until(lambda: publisher.stats.dropped == 10, what="the ten counted")
         assert publisher.stats.pending == 0
         await server.start()
+        # Closed in the middle of its reconnect, nats-py may leave that task running.
+        await until(lambda: nc.is_connected, what="nats-py reconnected")
 
 
 # ---------------------------------------------------------------------- the extra
