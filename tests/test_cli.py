@@ -957,24 +957,29 @@ sys.exit(rxws.cli.main())
 """
 
 
-@pytest.mark.parametrize("delay", SIGINT_DELAYS)
-async def test_ctrl_c_at_any_moment_exits_0_without_a_traceback(delay: float) -> None:
+async def _interrupt_demo(program: str, mark: bytes, delay: float) -> None:
+    """Run ``program demo``; Ctrl-C ``delay`` s after it says ``mark``: 0, quietly."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        STARTED,
+        program,
         "demo",
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stderr is not None
-    assert await asyncio.wait_for(proc.stderr.readline(), DEADLINE) == b"main\n"
+    assert await asyncio.wait_for(proc.stderr.readline(), DEADLINE) == mark
     await asyncio.sleep(delay)
     proc.send_signal(signal.SIGINT)
     code, _, err = await finish(proc)
     assert code == 0, err
     for word in ("Traceback", "KeyboardInterrupt", "Task was destroyed", "never closed"):
         assert word not in err, err
+
+
+@pytest.mark.parametrize("delay", SIGINT_DELAYS)
+async def test_ctrl_c_at_any_moment_exits_0_without_a_traceback(delay: float) -> None:
+    await _interrupt_demo(STARTED, b"main\n", delay)
 
 
 # The program as the ``rxws`` command runs it (``from rxws._launch import main``, which
@@ -1000,22 +1005,7 @@ async def test_ctrl_c_while_the_command_line_is_still_loading_exits_0_quietly(
     delay: float,
 ) -> None:
     """Ctrl-C in the first 0.2 s: while Python imports rxws, websockets and reactivex."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        LAUNCHED,
-        "demo",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    assert await asyncio.wait_for(proc.stderr.readline(), DEADLINE) == b"start\n"
-    await asyncio.sleep(delay)
-    proc.send_signal(signal.SIGINT)
-    code, _, err = await finish(proc)
-    assert code == 0, err
-    for word in ("Traceback", "KeyboardInterrupt", "Task was destroyed", "never closed"):
-        assert word not in err, err
+    await _interrupt_demo(LAUNCHED, b"start\n", delay)
 
 
 def test_importing_rxws_imports_none_of_its_layers() -> None:
