@@ -394,27 +394,31 @@ def _compile(spec: Template, what: str) -> Callable[[Any], str]:
     if not spec:
         raise ValueError(f"{what} must not be empty")
     try:
-        fields = [field for _, field, _, _ in string.Formatter().parse(spec) if field is not None]
+        parsed = list(string.Formatter().parse(spec))
     except ValueError as exc:
         raise ValueError(f"{what} {spec!r} is not a valid str.format template: {exc}") from None
+    fields = [field for _, field, _, _ in parsed if field is not None]
     for field in fields:
-        head = field.split(".", 1)[0].split("[", 1)[0]
-        if not head or head.isdigit():
+        first = field.split(".", 1)[0].split("[", 1)[0]
+        if not first or first.isdigit():
             raise ValueError(
                 f"{what} {spec!r} has a positional field; name the message's fields, "
                 "as in 'md.{s}'"
             )
     if not fields:
         return lambda message: spec
-    if spec == "{" + fields[0] + "}" and fields[0].isidentifier():
-        name = fields[0]
+    head, name, format_spec, conversion = parsed[0]
+    plain = name is not None and name.isidentifier() and not format_spec and conversion is None
+    if len(fields) == 1 and plain:
+        # One plain field (md.{s}, {seq}): what str.format makes, without its parser.
+        tail = "".join(literal for literal, _, _, _ in parsed[1:])
 
         def one_field(message: Any) -> str:
             try:
                 value = message[name]
             except (KeyError, IndexError, TypeError) as exc:
                 raise _TemplateFailed(_missing(what, spec, exc, message)) from exc
-            return value if type(value) is str else str(value)
+            return f"{head}{value}{tail}"
 
         return one_field
     fill = spec.format_map

@@ -678,3 +678,20 @@ async def test_a_client_whose_publish_is_overridden_gets_every_message_through_i
             assert nc.published == [f"md.{m['s']}" for m in trades(range(600))]
         finally:
             await nc.close()
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["md.{s}", "{seq}", "md.{s}.x{{y}}", "{s}-{seq}", "{s!r}", "{seq:>5}", "{d[k]}", "const"],
+)
+def test_templates_make_what_str_format_makes(template: str) -> None:
+    messages: list[dict[str, Any]] = [
+        {"s": "A", "seq": 7, "d": {"k": 1}},
+        {"s": 1.5, "seq": True, "d": {"k": None}},
+        nats.parse_framed('{"s": "\\u00e9", "seq": "9", "d": {"k": "v"}}'),
+    ]
+    for message in messages:
+        assert nats._compile(template, "subject")(message) == template.format_map(message)
+    if "{" in template.replace("{{", ""):
+        with pytest.raises(nats._TemplateFailed, match="lacks"):
+            nats._compile(template, "subject")({"x": 1})
