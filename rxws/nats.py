@@ -690,7 +690,7 @@ class _Pump:
         try:
             subject = self.subject_of(message)
             msg_id = self.msg_id_of(message) if self.msg_id_of is not None else None
-            payload = _payload(message)
+            payload = message.frame if type(message) is Framed else _payload(message)
         except _TemplateFailed as exc:
             self.publisher.report(PublishError(str(exc), error=exc.__cause__))
         except Exception as exc:
@@ -702,10 +702,11 @@ class _Pump:
                 )
             )
         else:
-            if len(self.queue) < self.bound:
+            queue = self.queue
+            if len(queue) < self.bound:
                 if self.full.dropping:
                     self.full.kept()
-                self.queue.append((subject, msg_id, payload))
+                queue.append((subject, msg_id, payload))
                 if self.sleeping:
                     self.sleeping = False
                     self.wakeup.set()
