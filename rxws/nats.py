@@ -305,6 +305,7 @@ class _Wire:
             isinstance(nc, Client)
             and kind.publish is Client.publish
             and getattr(kind, "_send_publish", None) is getattr(Client, "_send_publish", None)
+            and all(hasattr(kind, name) for name in ("is_draining_pubs", "max_payload"))
             and callable(getattr(nc, "_send_command", None))
             and callable(getattr(nc, "_flush_pending", None))
             and hasattr(nc, "_flush_queue")
@@ -1074,7 +1075,11 @@ def publish(
     or ``str``/``bytes`` messages), else serialised with :func:`rxws.dump_json`.
     ``on_next`` never waits for NATS: messages go into a bounded outbound buffer that
     one task on the loop drains; what does not fit is dropped, counted in
-    ``stats.dropped`` and reported.
+    ``stats.dropped`` and reported. That task hands nats-py a batch of messages at a
+    time, written as the very bytes ``nc.publish`` would write (a few times cheaper than
+    one ``nc.publish`` a message); it uses ``nc.publish`` itself while NATS is away, for
+    a message nats-py would refuse (so that nats-py's error is reported), and for a
+    client whose ``publish`` is overridden.
 
     Without ``stream``, messages are published on core NATS, and a NATS outage is
     ridden out by nats-py's reconnect buffer (``pending_size`` in ``nats.connect``).
