@@ -20,7 +20,7 @@ from reactivex import operators as ops
 from reactivex.subject import Subject
 from support import until
 
-from rxws import ParseError, WebSocketClient, nats
+from rxws import ParseError, WebSocketClient, dump_json, nats
 from rxws.testing import DemoExchange, FaultProxy, NatsServer, Recorder
 
 pytestmark = pytest.mark.timeout(60)
@@ -553,3 +553,147 @@ def test_the_relay_benchmark_runs_every_mode(tmp_path: Path) -> None:
     measured = {row["target"]: row["measured"] for row in report["targets"]}
     assert measured["end to end msg/s, rxws.nats.publish, websockets"] == medians["rxws"]["x_raw"]
     assert "Targets:" in proc.stdout
+
+
+# ---------------------------------------------------------------------- the wire
+
+
+class _WireTap:
+    """A bare NATS protocol reader: each message's subject, header block and payload bytes."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.buf = b""
+
+    @classmethod
+    async def open(cls, url: str, subject: str) -> _WireTap:
+        host, _, port = url.removeprefix("nats://").rpartition(":")
+        tap = cls(*await asyncio.open_connection(host, int(port)))
+        tap.writer.write(
+            b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n'
+            b"SUB " + subject.encode() + b" 1\r\nPING\r\n"
+        )
+        while b"PONG\r\n" not in tap.buf:
+            tap.buf += await asyncio.wait_for(tap.reader.read(65536), 5)
+        tap.buf = tap.buf[tap.buf.index(b"PONG\r\n") + 6 :]
+        return tap
+
+    async def take(self, count: int) -> list[tuple[str, bytes, bytes]]:
+        """The next ``count`` messages as (subject, header block, payload)."""
+        got: list[tuple[str, bytes, bytes]] = []
+        while len(got) < count:
+            eol = self.buf.find(b"\r\n")
+            if eol >= 0 and self.buf.startswith(b"PING"):
+                self.writer.write(b"PONG\r\n")
+                self.buf = self.buf[eol + 2 :]
+                continue
+            if eol >= 0:
+                words = self.buf[:eol].split()
+                hdr = int(words[-2]) if words[0] == b"HMSG" else 0
+                end = eol + 2 + int(words[-1])
+                if len(self.buf) >= end + 2:
+                    body = self.buf[eol + 2 : end]
+                    got.append((words[1].decode(), body[:hdr], body[hdr:]))
+                    self.buf = self.buf[end + 2 :]
+                    continue
+            self.buf += await asyncio.wait_for(self.reader.read(1 << 20), 5)
+        return got
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+async def test_the_wire_writes_the_bytes_nats_py_would_and_leaves_it_the_rest() -> None:
+    # rxws writes its publications into nats-py's buffer itself, a batch at a time: the
+    # server must get the very bytes nc.publish would have sent, nats-py's counters must
+    # move as they would, and what nats-py refuses must still be refused by nats-py.
+    async with nats_env() as (server, nc):
+        assert nats._Wire.usable(nc)  # the installed nats-py has what the wire needs
+        tap = await _WireTap.open(server.url, "wire.>")
+        try:
+            await _publish_through_the_wire_and_through_nats_py(nc, tap)
+        finally:
+            await tap.close()
+
+
+async def _publish_through_the_wire_and_through_nats_py(nc: Client, tap: _WireTap) -> None:
+    euro = '{"s": "B", "seq": 2, "p": "9€"}'  # not ASCII: sizes are counted in bytes
+    messages: list[Any] = [
+        nats.parse_framed('{"s": "A",   "seq": 1}'),
+        nats.parse_framed(euro),
+        nats.parse_framed(b'{"s": "C", "seq": "  3\\r\\n4 "}'),  # an id nats-py cleans up
+        {"s": "D", "seq": "é"},  # serialised; a header value that is not ASCII
+        {"s": "bad subject", "seq": 5},  # nats-py refuses the subject
+        {"s": "F", "seq": 6, "pad": "x" * nc.max_payload},  # over the server's max_payload
+        {"s": "G", "seq": 7},
+    ]
+    errors: list[Exception] = []
+    publisher = nats.publish(nc, "wire.{s}", msg_id="{seq}", on_error=errors.append)
+    before = dict(nc.stats)
+    done = Recorder()
+    reactivex.from_iterable(messages).pipe(publisher).subscribe(done)
+    await done.wait_done()
+    assert publisher.stats.published == 5 and publisher.stats.errors == 2
+    assert "not a valid NATS subject" in str(errors[0])
+    assert "max_payload" in str(errors[1])
+    by_rxws = await tap.take(5)
+    assert nc.stats["out_msgs"] - before["out_msgs"] == 5
+    assert nc.stats["out_bytes"] - before["out_bytes"] == sum(len(m[2]) for m in by_rxws)
+    assert by_rxws[0][2] == b'{"s": "A",   "seq": 1}' and by_rxws[1][2] == euro.encode()
+
+    for message in messages[:4] + messages[6:]:
+        if isinstance(message, nats.Framed):
+            frame = message.frame
+            payload = frame.encode() if isinstance(frame, str) else frame
+        else:
+            payload = dump_json(message).encode()
+        headers = {"Nats-Msg-Id": str(message["seq"])}
+        await nc.publish(f"wire.{message['s']}", payload, headers=headers)
+    await nc.flush()
+    assert by_rxws == await tap.take(5)
+
+
+class _CountingClient(Client):
+    """A nats-py client that wraps ``publish``, as a tracing library would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[str] = []
+
+    async def publish(self, subject: str, *args: Any, **kwargs: Any) -> None:
+        self.published.append(subject)
+        await super().publish(subject, *args, **kwargs)
+
+
+async def test_a_client_whose_publish_is_overridden_gets_every_message_through_it() -> None:
+    async with NatsServer() as server:
+        nc = _CountingClient()
+        await nc.connect(server.url)
+        try:
+            assert not nats._Wire.usable(nc)
+            publisher = nats.publish(nc, "md.{s}", msg_id="{seq}")
+            done = Recorder()
+            reactivex.from_iterable(trades(range(600))).pipe(publisher).subscribe(done)
+            await done.wait_done()
+            assert publisher.stats.published == 600
+            assert nc.published == [f"md.{m['s']}" for m in trades(range(600))]
+        finally:
+            await nc.close()
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["md.{s}", "{seq}", "md.{s}.x{{y}}", "{s}-{seq}", "{s!r}", "{seq:>5}", "{d[k]}", "const"],
+)
+def test_templates_make_what_str_format_makes(template: str) -> None:
+    messages: list[dict[str, Any]] = [
+        {"s": "A", "seq": 7, "d": {"k": 1}},
+        {"s": 1.5, "seq": True, "d": {"k": None}},
+        nats.parse_framed('{"s": "\\u00e9", "seq": "9", "d": {"k": "v"}}'),
+    ]
+    for message in messages:
+        assert nats._compile(template, "subject")(message) == template.format_map(message)
+    if "{" in template.replace("{{", ""):
+        with pytest.raises(nats._TemplateFailed, match="lacks"):
+            nats._compile(template, "subject")({"x": 1})
