@@ -215,6 +215,9 @@ class Router(Generic[T]):
         # None when stale (rebuilt on the next message) or when some stream is filtered.
         self._everyone: tuple[_Member, ...] | None = None
         self._link: _Link | None = None
+        # What counts the source's messages (``.messages += 1`` for each, before any
+        # delivery): the client's stats, or None (see :meth:`_count_in`).
+        self._counter: Any = None
 
     def __repr__(self) -> str:
         return (
@@ -294,6 +297,14 @@ class Router(Generic[T]):
                 link.disposable.dispose()
         finally:
             self._terminate(None)
+
+    def _count_in(self, counter: Any) -> None:
+        """Add 1 to ``counter.messages`` for each message of the source, before delivering it.
+
+        For :class:`rxws.WebSocketClient`'s ``stats``: counting in the delivery itself
+        spares a call per message. Takes effect at the next subscription of the source.
+        """
+        self._counter = counter
 
     # ------------------------------------------------------------------ membership
 
@@ -402,8 +413,11 @@ class Router(Generic[T]):
         """The source's ``on_next``: the hot path."""
         route = self._index.route
         failed = self._subscriber_failed
+        counter = self._counter
 
         def on_next(msg: T) -> None:
+            if counter is not None:
+                counter.messages += 1
             if not link.live:
                 return
             targets: Sequence[_Member] | None = self._everyone
