@@ -288,6 +288,30 @@ if _picows is not None:
             subprotocol: The subprotocol the server chose, if any.
         """
 
+        # Slots, not a ``__dict__``: an attribute of an instance dict of a subclass of
+        # picows's (Cython) WSListener takes the interpreter's generic, slow lookup,
+        # which ``on_ws_frame`` would pay for every frame.
+        __slots__ = (
+            "_drop",
+            "_pinger",
+            "close_timeout",
+            "closing",
+            "decoder",
+            "deliver",
+            "early",
+            "failure",
+            "keepalive",
+            "max_size",
+            "on_frame",
+            "parts",
+            "ping_payload",
+            "pong",
+            "received",
+            "size",
+            "subprotocol",
+            "transport",
+        )
+
         def __init__(
             self,
             max_size: int | None,
