@@ -50,6 +50,9 @@ T = TypeVar("T")
 _Compiled = tuple[tuple[tuple[Any, Any], ...], ...]
 
 
+_MISSING: Any = object()
+
+
 def _ignore(value: Any) -> None:
     """``on_next`` of a subscriber that has left: a delivery in progress may still hold it."""
 
@@ -411,7 +414,8 @@ class Router(Generic[T]):
 
     def _deliverer(self, link: _Link) -> Callable[[T], None]:
         """The source's ``on_next``: the hot path."""
-        route = self._index.route
+        index = self._index
+        route = index.route
         failed = self._subscriber_failed
         counter = self._counter
 
@@ -423,9 +427,20 @@ class Router(Generic[T]):
             targets: Sequence[_Member] | None = self._everyone
             if targets is None:
                 if self._filtered:
-                    targets = route(msg)
+                    # Every stream on one key: what route() gave for this value before.
+                    table = index.route_table
+                    if table is None or type(msg) is not dict:
+                        targets = route(msg)
+                    else:
+                        value = msg.get(index.route_key, _MISSING)  # type: ignore[attr-defined]
+                        try:
+                            targets = table.get(value)
+                        except (TypeError, ValueError):  # an unhashable value: route() sees to it
+                            targets = None
+                        if targets is None:
+                            targets = route(msg)
                 else:
-                    targets = self._everyone = tuple(self._index.targets())
+                    targets = self._everyone = tuple(index.targets())
             for member in targets:
                 try:
                     member.on_next(msg)
