@@ -442,8 +442,11 @@ class Router(Generic[T]):
                 else:
                     targets = self._everyone = tuple(index.targets())
             for member in targets:
+                # Read, then called: a slot read this way is specialised, a method call
+                # on a slot (``member.on_next(msg)``) is not.
+                deliver = member.on_next
                 try:
-                    member.on_next(msg)
+                    deliver(msg)
                 except Exception as exc:
                     failed(member, exc)
 
