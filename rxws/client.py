@@ -16,9 +16,8 @@ The hot path, one message, top to bottom (no task, no await, no copy)::
     Link.run -> on_frame              the transport pushes the frame  (rxws.transports)
       -> parse(frame)                 _Session._frame_handler         (rxws.source)
       -> rotate's on_next             one test while no rotation runs (rxws.ops._rotate)
-      -> count(msg)                   stats.messages += 1             (_Connections.guarded)
-      -> Router deliverer             FilterIndex lookup, on_next per matching stream
-                                                                      (rxws.router)
+      -> Router deliverer             stats.messages += 1, FilterIndex lookup,
+                                      on_next per matching stream     (rxws.router)
 
 Around it, what a long-running service needs: ``send`` to the present connection,
 ``multiplex`` subscriptions that are re-sent on every new connection, ``status``
@@ -393,12 +392,12 @@ class _Connections:
         self.changed.set()
 
     def guarded(self, feed: Observable[Any]) -> Observable[Any]:
-        """``feed`` counted, its end recorded; a closed or failed client subscribes nothing.
+        """``feed`` with its end recorded; a closed or failed client subscribes nothing.
 
         The feed ends in an error only when it gave up: that is recorded here (``Failed``,
         ``failed``) before the streams hear of it, whether or not :meth:`start` was called.
+        Its messages are counted by the router it feeds (``Router._count_in``).
         """
-        stats = self.events.stats
 
         def subscribe(
             observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
@@ -409,17 +408,14 @@ class _Connections:
             if self.failed is not None:
                 observer.on_error(self.failed)
                 return Disposable()
-            deliver = direct_on_next(observer)
-
-            def count(msg: Any) -> None:
-                stats.messages += 1
-                deliver(msg)
 
             def gave_up(error: Exception) -> None:
                 self.on_fatal(error)
                 observer.on_error(error)
 
-            return feed.subscribe(count, gave_up, observer.on_completed, scheduler=scheduler)
+            return feed.subscribe(
+                direct_on_next(observer), gave_up, observer.on_completed, scheduler=scheduler
+            )
 
         return reactivex.create(subscribe)
 
@@ -700,6 +696,7 @@ class WebSocketClient(AsyncResource):
         self._router: Router[Any] = Router(
             core.connections.guarded(feed), on_subscriber_error=core.events.report
         )
+        self._router._count_in(core.events.stats)
         self._messages: Observable[Any] = count_drops_in(
             self._router.stream(None), core.events.stats
         )

@@ -69,6 +69,19 @@ def direct_parser(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse
 
 
+def bytes_parser(parse: Callable[[Any], Any]) -> Callable[[bytes], Any] | None:
+    """For :func:`parse_json` on orjson: ``orjson.loads``, to parse a text frame's UTF-8 bytes.
+
+    orjson checks that bytes are valid UTF-8 before parsing them, and what it parses
+    from valid bytes is what it parses from their decoded text; None for any other
+    ``parse`` (it gets ``str`` for text frames).
+    """
+    if parse is parse_json and HAVE_ORJSON:
+        loads: Callable[[bytes], Any] = _orjson.loads
+        return loads
+    return None
+
+
 def dump_json(value: Any) -> str:
     """Serialise ``value`` as compact JSON text, for a text frame.
 

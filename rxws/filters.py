@@ -256,6 +256,13 @@ class FilterIndex(Generic[T]):
         self._checks = 0
         self._plan: tuple[Any, dict[Any, _Clause[T] | _Bucket[T]], tuple[T, ...]] | bool | None
         self._plan = False
+        # For a caller that inlines route()'s one-key case (the router's delivery): what
+        # route() returned for a dict message holding ``route_key``, by its value, for
+        # the values filed under that key that it has seen since the last change (so it
+        # stays as small as the index). A new dict after every change, and None when
+        # route() is not one lookup (or does not know yet).
+        self.route_table: dict[Any, Sequence[T]] | None = None
+        self.route_key: Any = _NO_ANCHOR
 
     def __len__(self) -> int:
         return len(self._all) + len(self._any_mapping) + len(self._clauses)
@@ -297,7 +304,7 @@ class FilterIndex(Generic[T]):
         """
         handle = self._next
         self._next += 1
-        self._plan = None
+        self._changed()
         if not compiled:
             self._all[handle] = target
             self._all_view = None
@@ -387,7 +394,7 @@ class FilterIndex(Generic[T]):
                     self._unfile(clause)
         self._mapping_view = None
         self._only_all = not (self._any_mapping or self._clauses)
-        self._plan = None
+        self._changed()
 
     def clear(self) -> None:
         """Unregister every filter list (handles are never reused)."""
@@ -401,7 +408,14 @@ class FilterIndex(Generic[T]):
         self._mapping_view = []
         self._only_all = True
         self._checks = 0
+        self._changed()
         self._plan = False
+
+    def _changed(self) -> None:
+        """Forget the plan of route() and what it returned."""
+        self._plan = None
+        self.route_table = None
+        self.route_key = _NO_ANCHOR
 
     def targets(self) -> list[T]:
         """Every registered target, in the order they were added (once per handle).
@@ -424,7 +438,9 @@ class FilterIndex(Generic[T]):
         The same targets in the same order as ``lookup(msg)``. When every filter list
         is one dict of one key/value pair, all on the same key (``[{"s": "BTCUSDT"}]``,
         with or without empty filter lists beside them), this is one dict lookup and no
-        list is built; otherwise it is :meth:`lookup`.
+        list is built, and what it returns for a value filed under that key is kept in
+        :attr:`route_table` (under :attr:`route_key`) until the next change, so that a
+        caller may look it up there first; otherwise it is :meth:`lookup`.
 
         Args:
             msg: A message (usually a dict).
@@ -436,11 +452,15 @@ class FilterIndex(Generic[T]):
         plan = self._plan
         if plan is None:
             plan = self._plan = self._make_plan()
+            if plan is not False:
+                self.route_key = plan[0]  # type: ignore[index]
+                self.route_table = {}
         if plan is False or type(msg) is not dict:
             return self.lookup(msg)
         key, by_value, prefix = plan  # type: ignore[misc]
+        value = msg.get(key, _MISSING)
         try:
-            entry = by_value.get(msg.get(key, _MISSING))
+            entry = by_value.get(value)
         except (TypeError, ValueError):  # an unhashable message value
             return self.lookup(msg)
         if entry is None:
@@ -451,7 +471,9 @@ class FilterIndex(Generic[T]):
             bucket: _Bucket[T] = entry  # type: ignore[assignment]
             direct = bucket.direct
             found = bucket.split() if direct is None else direct
-        return prefix + found if prefix else found
+        targets = prefix + found if prefix else found
+        self.route_table[value] = targets  # type: ignore[index]
+        return targets
 
     def _make_plan(self) -> tuple[Any, dict[Any, _Clause[T] | _Bucket[T]], tuple[T, ...]] | bool:
         """``(key, its values, the unfiltered targets)`` when route() may look up one pair."""

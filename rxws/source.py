@@ -26,10 +26,11 @@ from reactivex.disposable import Disposable
 from ._observers import unwrap
 from ._redact import Redactor
 from ._signal import OpenSignal, claim_open_signal, opening
-from .codec import direct_parser, parse_json
+from .codec import bytes_parser, direct_parser, parse_json
 from .errors import ConnectionFailed, ConnectionLost, NoRunningLoop, ParseError, RxwsError
 from .events import ClosedBy, Connected, Connecting, Disconnected, Event
 from .transports import Link, Transport, get_transport
+from .transports.base import FrameHandler, TextBytesHandler
 from .transports.websockets import connection_is_open, send_on
 
 __all__ = [
@@ -150,7 +151,7 @@ class _Session:
             f"connection (with async recv, send and close); it returned {type(got).__name__}"
         )
 
-    def _frame_handler(self) -> Callable[[Any], None]:
+    def _frame_handler(self) -> FrameHandler:
         """What the link calls with each frame: parse, then the subscriber's ``on_next``.
 
         The subscriber's own handler is called directly, after the stop check its
@@ -175,6 +176,46 @@ class _Session:
                 on_next(msg)
 
         return on_frame
+
+    def _text_bytes_handler(self, on_frame: FrameHandler) -> TextBytesHandler | None:
+        """For a parser that reads UTF-8 bytes (orjson): a text frame parsed undecoded.
+
+        None for any other parser. Bytes that do not parse are decoded here and handed
+        to ``on_frame``, which parses the text again and reports the error as for any
+        frame; bytes that do not decode are reported back to the link (1007).
+        """
+        loads = bytes_parser(self.parse) if self.parse is not None else None
+        if loads is None:
+            return None
+        on_next, guard = unwrap(self.observer)
+
+        def on_text_bytes(data: bytes) -> bool:
+            try:
+                msg = loads(data)
+            except Exception:
+                try:
+                    text = data.decode()
+                except UnicodeDecodeError:
+                    return True
+                on_frame(text)
+                return False
+            if self.failed_in_burst:
+                self._burst_over()
+            if not guard.is_stopped:
+                on_next(msg)
+            return False
+
+        return on_text_bytes
+
+    async def _run(self, link: Link) -> None:
+        """Push the link's frames through the frame handler until the link closes."""
+        on_frame = self._frame_handler()
+        on_text_bytes = self._text_bytes_handler(on_frame)
+        run_text_bytes = getattr(link, "run_text_bytes", None)
+        if on_text_bytes is not None and run_text_bytes is not None:
+            await run_text_bytes(on_frame, on_text_bytes)
+        else:
+            await link.run(on_frame)
 
     def _parse_failed(self, exc: Exception, frame: Any) -> None:
         error = ParseError(exc, len(frame))
@@ -215,7 +256,7 @@ class _Session:
             if self.opened is not None:
                 self.opened.fire()
             self._event(Connected(self.shown))
-            await link.run(self._frame_handler())
+            await self._run(link)
         except asyncio.CancelledError:
             cancelled = True
             raise

@@ -238,6 +238,29 @@ async def test_each_stream_gets_only_its_matches_over_one_connection(transport: 
         assert client.stats.messages == len(everything.items)
 
 
+async def test_stats_messages_counts_every_message_before_it_is_delivered(
+    transport: str,
+) -> None:
+    # Read inside a subscriber, the count already includes the message being delivered,
+    # and the messages no stream matches (everything gets them all, and first).
+    async with DemoExchange() as exchange:
+        client = WebSocketClient(exchange.url, transport=transport)
+        everything, btc, counts = Recorder(), Recorder(), []
+
+        def check(msg: Any) -> None:
+            counts.append((client.stats.messages, len(everything.items)))
+
+        client.messages.subscribe(everything)
+        client.stream(BTC).subscribe(btc)
+        client.stream(BTC).subscribe(check)
+        async with client:
+            await btc.wait_for_count(5)
+            assert len(everything.items) > len(btc.items)  # other symbols came too
+            assert client.stats.messages == len(everything.items)
+        assert len(counts) >= 5
+        assert all(counted == delivered for counted, delivered in counts)
+
+
 async def test_a_raising_subscriber_is_reported_and_the_others_go_on(transport: str) -> None:
     async with DemoExchange() as exchange:
         client = WebSocketClient(exchange.url, transport=transport)

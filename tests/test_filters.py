@@ -552,3 +552,45 @@ def test_route_gives_what_lookup_gives_after_any_adds_and_removes(data: st.DataO
             label="msg",
         )
         assert list(index.route(msg)) == index.lookup(msg), msg
+
+
+def known_route(index: FilterIndex[Any], msg: Any) -> Any:
+    """What the router delivers to without calling route(): the index's route table."""
+    table = index.route_table
+    if table is None or type(msg) is not dict:
+        return None
+    try:
+        return table.get(msg.get(index.route_key, _ABSENT))
+    except (TypeError, ValueError):
+        return None
+
+
+_ABSENT = object()
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_route_table_gives_what_lookup_gives_between_changes(data: st.DataObject) -> None:
+    # Messages, adds and removes interleaved: what the table holds for a message's value
+    # is what lookup() gives for it now, whatever changed since the table was filled.
+    index: FilterIndex[int] = FilterIndex()
+    handles: list[int] = []
+    seen: list[Any] = []
+    values = st.sampled_from(["BTC", "ETH", "XRP", 1, 1.0, True, None])
+    for step in range(12):
+        action = data.draw(st.sampled_from(["add", "remove", "msg", "msg"]), label="action")
+        if action == "add":
+            one_key = st.one_of(st.just([]), st.builds(lambda v: [{"s": v}], values))
+            filters = data.draw(st.one_of(one_key, FILTERS))
+            handles.append(index.add(filters, step))
+        elif action == "remove" and handles:
+            index.remove(handles.pop(data.draw(st.integers(0, len(handles) - 1))))
+        else:
+            msg = data.draw(
+                st.one_of(st.fixed_dictionaries({"s": values}), st.just({"p": 1}), st.just([1]))
+            )
+            seen.append(msg)
+            assert list(index.route(msg)) == index.lookup(msg), msg
+        for msg in seen:
+            known = known_route(index, msg)
+            assert known is None or list(known) == index.lookup(msg), msg

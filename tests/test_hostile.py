@@ -122,19 +122,28 @@ async def test_invalid_utf8_closes_with_1007_then_reconnects(transport: str) -> 
         assert feed.rec.error is None
 
 
-async def test_invalid_utf8_ends_a_bare_connection_with_1007(transport: str) -> None:
+# Not UTF-8: a bad sequence; JSON around a bad byte; an encoded surrogate (orjson,
+# which parses the fast path's frames as bytes, must not take either for a parse error).
+@pytest.mark.parametrize("payload", [b"\xc3\x28", b'{"s": "\xff"}', b'"\xed\xa0\x80"'], ids=repr)
+async def test_invalid_utf8_ends_a_bare_connection_with_1007(
+    transport: str, payload: bytes
+) -> None:
     async with DemoExchange() as exchange:
         rec = Recorder()
         rxws.connect(exchange.url, transport=transport).subscribe(rec)
         await rec.wait_for_count(2)
-        exchange.send_raw_invalid_text(b"\xc3\x28")
+        exchange.send_raw_invalid_text(payload)
         await rec.wait_done()
         assert isinstance(rec.error, rxws.ConnectionLost)
         assert rec.error.code == 1007
 
 
 @pytest.mark.parametrize(
-    "frame", ['{"e": "trade", broken', b"\x00\xff binary junk", "", "[1, 2"], ids=repr
+    "frame",
+    # Text with characters of several bytes is measured in characters; a byte order
+    # mark is valid UTF-8 but not JSON.
+    ['{"e": "trade", broken', b"\x00\xff binary junk", "", "[1, 2", '{"s": "é€", x', "\ufeff{}"],
+    ids=repr,
 )
 async def test_unparsable_frames_are_reported_and_skipped(
     transport: str, frame: str | bytes
@@ -154,6 +163,23 @@ async def test_unparsable_frames_are_reported_and_skipped(
         assert exchange.accepted == 1  # the connection survived
         seqs = feed.seqs()
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # nothing else lost
+
+
+async def test_a_subscriber_raising_unicode_decode_error_gets_it_back(transport: str) -> None:
+    # What a subscriber raises ends the connection with that error, even an error that
+    # the transport itself would take for invalid UTF-8.
+    async with DemoExchange() as exchange:
+        rec = Recorder()
+        failure = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "the subscriber's own")
+
+        def on_next(msg: Any) -> None:
+            rec.on_next(msg)
+            raise failure
+
+        rxws.connect(exchange.url, transport=transport).subscribe(on_next, rec.on_error)
+        await rec.wait_done()
+        assert rec.error is failure
+        assert len(rec.items) == 1
 
 
 async def test_a_raising_parser_is_reported_and_the_feed_goes_on(transport: str) -> None:

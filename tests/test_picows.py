@@ -287,6 +287,16 @@ async def test_reassembly_takes_linear_time(monkeypatch: pytest.MonkeyPatch) -> 
     assert took < 10, took
 
 
+@needs_picows
+def test_the_listener_keeps_its_state_in_slots() -> None:
+    # An instance __dict__ on a subclass of picows's Cython listener makes every
+    # attribute read on the per-frame path take the interpreter's slow, generic lookup.
+    listener = _picows._Listener(None, 10.0, None, None)
+    assert not hasattr(listener, "__dict__")
+    with pytest.raises(AttributeError):
+        listener.unknown = 1  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------------- reserved bits
 
 

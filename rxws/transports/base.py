@@ -27,6 +27,7 @@ from ..errors import CertificateError
 __all__ = [
     "FrameHandler",
     "Link",
+    "TextBytesHandler",
     "Transport",
     "certificate_error",
     "close_transport",
@@ -37,9 +38,23 @@ __all__ = [
 FrameHandler = Callable[[Any], None]
 """Receives each frame's payload (``str`` for text, ``bytes`` for binary)."""
 
+TextBytesHandler = Callable[[bytes], bool]
+"""Receives a whole text frame's UTF-8 bytes, not decoded (for a parser that reads bytes).
+
+Returns True when the bytes are not valid UTF-8: the link then fails the connection
+with 1007, as it does when it decodes a text frame itself.
+"""
+
 
 class Link(Protocol):
-    """One open connection, as the layers above rxws.source see it."""
+    """One open connection, as the layers above rxws.source see it.
+
+    A link may also offer ``async run_text_bytes(on_frame, on_text_bytes)``: the same
+    as :meth:`run`, except that each whole (unfragmented) text frame goes to
+    ``on_text_bytes`` (a :data:`TextBytesHandler`) undecoded. :mod:`rxws.source` uses
+    it, when a link has it, for a parser that reads UTF-8 bytes (orjson), sparing the
+    decoding of each frame into a ``str``.
+    """
 
     @property
     def connection(self) -> Any:

@@ -51,7 +51,14 @@ from ..errors import (
     HandshakeRejected,
     TransportUnavailable,
 )
-from .base import FrameHandler, Link, certificate_error, close_transport, os_error_reason
+from .base import (
+    FrameHandler,
+    Link,
+    TextBytesHandler,
+    certificate_error,
+    close_transport,
+    os_error_reason,
+)
 from .websockets import WebsocketsLink
 
 try:  # the fragment limit websockets applies (it reads WEBSOCKETS_MAX_FRAGMENTS)
@@ -288,6 +295,31 @@ if _picows is not None:
             subprotocol: The subprotocol the server chose, if any.
         """
 
+        # Slots, not a ``__dict__``: an attribute of an instance dict of a subclass of
+        # picows's (Cython) WSListener takes the interpreter's generic, slow lookup,
+        # which ``on_ws_frame`` would pay for every frame.
+        __slots__ = (
+            "_drop",
+            "_pinger",
+            "close_timeout",
+            "closing",
+            "decoder",
+            "deliver",
+            "early",
+            "failure",
+            "keepalive",
+            "max_size",
+            "on_frame",
+            "parts",
+            "ping_payload",
+            "pong",
+            "received",
+            "size",
+            "subprotocol",
+            "text_bytes",
+            "transport",
+        )
+
         def __init__(
             self,
             max_size: int | None,
@@ -298,6 +330,8 @@ if _picows is not None:
             self.on_frame: FrameHandler | None = None
             # on_frame, or None while a fragmented message is being put together.
             self.deliver: FrameHandler | None = None
+            # Takes whole text frames undecoded, when the frame handler reads bytes.
+            self.text_bytes: TextBytesHandler | None = None
             self.early: list[Any] = []  # frames that came before run() started
             # The fragments of the message being put together (None: not inside one);
             # the decoder of a text message.
@@ -342,6 +376,16 @@ if _picows is not None:
             kind = frame.msg_type
             deliver = self.deliver
             if kind is _TEXT and frame.fin and deliver is not None:
+                text_bytes = self.text_bytes
+                if text_bytes is not None:
+                    try:
+                        invalid = text_bytes(frame.get_payload_as_bytes())
+                    except BaseException as exc:
+                        self._subscriber_failed(transport, exc)
+                        return
+                    if invalid:
+                        self._fail(transport, 1007, "invalid UTF-8 in a text frame")
+                    return
                 try:
                     payload: Any = frame.get_payload_as_utf8_text()
                 except UnicodeDecodeError:
@@ -357,12 +401,18 @@ if _picows is not None:
             except BaseException as exc:
                 self._subscriber_failed(transport, exc)
 
-        def start(self, on_frame: FrameHandler) -> None:
-            """Hand the frames that came before over to ``on_frame``, then every next one."""
+        def start(
+            self, on_frame: FrameHandler, on_text_bytes: TextBytesHandler | None = None
+        ) -> None:
+            """Hand the frames that came before over to ``on_frame``, then every next one.
+
+            With ``on_text_bytes``, whole text frames go to it undecoded.
+            """
             early, self.early = self.early, []
             for payload in early:
                 on_frame(payload)
             self.on_frame = on_frame
+            self.text_bytes = on_text_bytes
             if self.parts is None:
                 self.deliver = on_frame
 
@@ -600,8 +650,14 @@ if _picows is not None:
             return not self._conn.closed
 
         async def run(self, on_frame: FrameHandler) -> None:
+            await self.run_text_bytes(on_frame, None)
+
+        async def run_text_bytes(
+            self, on_frame: FrameHandler, on_text_bytes: TextBytesHandler | None
+        ) -> None:
+            """:meth:`run`, with whole text frames handed to ``on_text_bytes`` undecoded."""
             listener = self._listener
-            listener.start(on_frame)
+            listener.start(on_frame, on_text_bytes)
             error: BaseException | None = None
             try:
                 await self._transport.wait_disconnected()
