@@ -55,7 +55,26 @@ __all__ = [
 
 
 class RxwsError(Exception):
-    """Base class of every exception rxws raises on purpose."""
+    """Base class of every exception rxws raises on purpose.
+
+    An rxws exception keeps what happened in attributes and what to do about it in
+    :attr:`hint`; its message is built from them, ``"<what happened>; <hint>"``, so
+    a program reads the fields and a person reads the message. ``args`` holds that
+    message, as for any exception.
+
+    Attributes:
+        hint: What to do about it, in a few words (``""``: nothing to add).
+    """
+
+    hint: str = ""
+
+    def __str__(self) -> str:
+        what = self._what()
+        return f"{what}; {self.hint}" if self.hint else what
+
+    def _what(self) -> str:
+        """What happened, from the exception's fields (by default, its first argument)."""
+        return super().__str__()
 
 
 _CHECK_SERVER = "check that the server is up and the URL is right (reconnect retries this)"
@@ -79,7 +98,11 @@ class ConnectionFailed(RxwsError):
                 hint = f"if the server does not speak TLS, use ws:// instead of wss://; {hint}"
         self.url = url
         self.reason = reason
-        super().__init__(f"could not connect to {url}: {reason}; {hint}")
+        self.hint = hint
+        super().__init__(str(self))
+
+    def _what(self) -> str:
+        return f"could not connect to {self.url}: {self.reason}"
 
 
 class HandshakeRejected(ConnectionFailed):
@@ -91,15 +114,13 @@ class HandshakeRejected(ConnectionFailed):
     """
 
     def __init__(self, url: str, status: int) -> None:
-        self.status = status
-        super().__init__(url, f"the server rejected the websocket handshake with HTTP {status}")
         if 400 <= status < 500 and status not in (408, 429):
             hint = "fix the URL, credentials or headers; retrying will not help"
         else:
             hint = "the server may be overloaded or restarting; reconnect retries this"
-        self.args = (
-            f"could not connect to {url}: the server rejected the websocket handshake "
-            f"with HTTP {status}; {hint}",
+        self.status = status
+        super().__init__(
+            url, f"the server rejected the websocket handshake with HTTP {status}", hint
         )
 
 
@@ -118,6 +139,7 @@ class CertificateError(ConnectionFailed):
         detail: str,
         hint: str = "pass ssl=<an ssl.SSLContext that trusts the server's CA>",
     ) -> None:
+        self.detail = detail
         super().__init__(
             url,
             f"TLS certificate verification failed ({detail})",
@@ -133,15 +155,17 @@ class ConnectionLost(RxwsError):
         reason: The close reason the peer sent, or a description of the failure.
     """
 
+    hint = "use rxws.ops.reconnect (WebSocketClient does) to carry on"
+
     def __init__(self, code: int | None, reason: str = "") -> None:
         self.code = code
         self.reason = reason
-        what = f"close code {code}" if code is not None else "no close frame"
-        detail = f" ({reason})" if reason else ""
-        super().__init__(
-            f"the websocket connection was lost: {what}{detail}; "
-            "use rxws.ops.reconnect (WebSocketClient does) to carry on"
-        )
+        super().__init__(str(self))
+
+    def _what(self) -> str:
+        what = f"close code {self.code}" if self.code is not None else "no close frame"
+        detail = f" ({self.reason})" if self.reason else ""
+        return f"the websocket connection was lost: {what}{detail}"
 
 
 class IdleTimeout(ConnectionLost):
@@ -151,13 +175,14 @@ class IdleTimeout(ConnectionLost):
         timeout: The idle limit in seconds that was exceeded.
     """
 
+    hint = "reconnect replaces it (raise idle_timeout if the feed is quiet by nature)"
+
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         super().__init__(None, f"no message for {timeout:g} s")
-        self.args = (
-            f"no message arrived for {timeout:g} s, so the connection is presumed dead; "
-            "reconnect replaces it (raise idle_timeout if the feed is quiet by nature)",
-        )
+
+    def _what(self) -> str:
+        return f"no message arrived for {self.timeout:g} s, so the connection is presumed dead"
 
 
 class ReconnectExhausted(RxwsError):
@@ -168,15 +193,20 @@ class ReconnectExhausted(RxwsError):
         last_error: The error of the last attempt (also the ``__cause__``).
     """
 
+    hint = "raise max_attempts or fix the cause"
+
     def __init__(self, attempts: int, last_error: BaseException) -> None:
         self.attempts = attempts
         self.last_error = last_error
-        super().__init__(
-            f"gave up reconnecting after {attempts} failed attempt"
-            f"{'s' if attempts != 1 else ''}; last error: {last_error}; "
-            "raise max_attempts or fix the cause"
-        )
+        super().__init__(str(self))
         self.__cause__ = last_error
+
+    def _what(self) -> str:
+        plural = "s" if self.attempts != 1 else ""
+        return (
+            f"gave up reconnecting after {self.attempts} failed attempt{plural}; "
+            f"last error: {self.last_error}"
+        )
 
 
 class RotationFailed(RxwsError):
@@ -193,12 +223,15 @@ class RotationFailed(RxwsError):
     def __init__(self, reason: str, retry_in: float | None) -> None:
         self.reason = reason
         self.retry_in = retry_in
-        then = (
-            f"trying again in {retry_in:.3g} s"
+        self.hint = (
+            f"the current connection stays, trying again in {retry_in:.3g} s"
             if retry_in is not None
-            else "the next rotation tries again"
+            else "the current connection stays, the next rotation tries again"
         )
-        super().__init__(f"rotation abandoned: {reason}; the current connection stays, {then}")
+        super().__init__(str(self))
+
+    def _what(self) -> str:
+        return f"rotation abandoned: {self.reason}"
 
 
 class ParseError(RxwsError):
@@ -207,17 +240,25 @@ class ParseError(RxwsError):
     Args:
         error: What the parser raised.
         size: The frame's length in characters or bytes.
+
+    Attributes:
+        detail: What the parser said, as shown in the message (``"ValueError: ..."``);
+            rxws redacts it when the parser quoted a secret.
     """
+
+    hint = "pass parse=None for raw frames or a parser that accepts them"
 
     def __init__(self, error: BaseException, size: int) -> None:
         self.error = error
         self.size = size
-        super().__init__(
-            f"skipped a frame of {size} characters/bytes that failed to parse: "
-            f"{type(error).__name__}: {error}; pass parse=None for raw frames "
-            "or a parser that accepts them"
-        )
+        self.detail = f"{type(error).__name__}: {error}"
+        super().__init__(str(self))
         self.__cause__ = error
+
+    def _what(self) -> str:
+        return (
+            f"skipped a frame of {self.size} characters/bytes that failed to parse: {self.detail}"
+        )
 
 
 class SubscriberError(RxwsError):
@@ -227,13 +268,15 @@ class SubscriberError(RxwsError):
         error: What the subscriber raised.
     """
 
+    hint = "it was unsubscribed and the others go on"
+
     def __init__(self, error: BaseException) -> None:
         self.error = error
-        super().__init__(
-            f"a subscriber raised {type(error).__name__}: {error}; it was unsubscribed "
-            "and the others go on"
-        )
+        super().__init__(str(self))
         self.__cause__ = error
+
+    def _what(self) -> str:
+        return f"a subscriber raised {type(self.error).__name__}: {self.error}"
 
 
 class StreamOverflow(RxwsError):
@@ -243,12 +286,16 @@ class StreamOverflow(RxwsError):
         maxsize: The buffer size that was exceeded.
     """
 
+    hint = 'raise maxsize or choose overflow="drop_oldest", "drop_newest" or "unbounded"'
+
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        super().__init__(
-            f"the async stream's buffer of {maxsize} items overflowed because the consumer "
-            "reads slower than messages arrive; raise maxsize or choose "
-            'overflow="drop_oldest", "drop_newest" or "unbounded"'
+        super().__init__(str(self))
+
+    def _what(self) -> str:
+        return (
+            f"the async stream's buffer of {self.maxsize} items overflowed because the "
+            "consumer reads slower than messages arrive"
         )
 
 
@@ -259,8 +306,14 @@ class StreamClosed(RxwsError):
         what: What was closed, for the message.
     """
 
+    hint = "create a new one"
+
     def __init__(self, what: str = "the stream") -> None:
-        super().__init__(f"{what} is closed; create a new one")
+        self.what = what
+        super().__init__(str(self))
+
+    def _what(self) -> str:
+        return f"{self.what} is closed"
 
 
 class NoRunningLoop(RxwsError, RuntimeError):
@@ -280,7 +333,10 @@ class NoRunningLoop(RxwsError, RuntimeError):
     ) -> None:
         self.what = what
         self.hint = hint
-        super().__init__(f"{what} runs on the asyncio event loop, and none is running; {hint}")
+        super().__init__(str(self))
+
+    def _what(self) -> str:
+        return f"{self.what} runs on the asyncio event loop, and none is running"
 
 
 class NotConnected(RxwsError):
@@ -290,12 +346,14 @@ class NotConnected(RxwsError):
         timeout: How long ``send`` waited, in seconds.
     """
 
+    hint = "check client.status for why, or pass a longer timeout"
+
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        super().__init__(
-            f"no open connection to send on after waiting {timeout:g} s; "
-            "check client.status for why, or pass a longer timeout"
-        )
+        super().__init__(str(self))
+
+    def _what(self) -> str:
+        return f"no open connection to send on after waiting {self.timeout:g} s"
 
 
 class SubscriptionRejected(RxwsError):
@@ -310,19 +368,21 @@ class SubscriptionRejected(RxwsError):
     """
 
     _SHOWN = 5
+    hint = "check the topic names and the server's limits (the other topics go on)"
 
     def __init__(self, topics: Sequence[str], message: str) -> None:
         self.topics = tuple(topics)
         self.message = redact_tokens(message)
+        super().__init__(str(self))
+
+    def _what(self) -> str:
         shown = ", ".join(repr(t) for t in self.topics[: self._SHOWN])
         more = len(self.topics) - self._SHOWN
         if more > 0:
             shown += f" and {more} more"
         noun = "topic" if len(self.topics) == 1 else "topics"
-        super().__init__(
-            f"the server rejected the subscription of {noun} {redact_tokens(shown)}: "
-            f"{self.message}; check the topic names and the server's limits "
-            "(the other topics go on)"
+        return (
+            f"the server rejected the subscription of {noun} {redact_tokens(shown)}: {self.message}"
         )
 
 
@@ -336,9 +396,12 @@ class TransportUnavailable(RxwsError):
 
     def __init__(self, name: str, extra: str) -> None:
         self.name = name
-        super().__init__(
-            f"the {name!r} transport is not installed; install it with pip install 'rxws[{extra}]'"
-        )
+        self.extra = extra
+        self.hint = f"install it with pip install 'rxws[{extra}]'"
+        super().__init__(str(self))
+
+    def _what(self) -> str:
+        return f"the {self.name!r} transport is not installed"
 
 
 def is_retryable(error: BaseException) -> bool:

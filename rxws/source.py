@@ -220,10 +220,8 @@ class _Session:
     def _parse_failed(self, exc: Exception, frame: Any) -> None:
         error = ParseError(exc, len(frame))
         # A parser may quote the frame, and a server may echo a secret (a listen key).
-        text = str(error)
-        shown = self.redactor(text)
-        if shown != text:
-            error.args = (shown,)
+        error.detail = self.redactor(error.detail)
+        error.args = (str(error),)
         if not self.failed_in_burst:
             log.warning("%s", error)
         self.failed_in_burst += 1

@@ -54,3 +54,41 @@ def test_an_os_error_without_words_still_gets_a_reason() -> None:
         "Connection refused"
     )
     assert os_error_reason(OSError()) == "OSError"
+
+
+SAMPLES: list[rxws.RxwsError] = [
+    rxws.ConnectionFailed("ws://h/", "refused"),
+    rxws.HandshakeRejected("ws://h/", 401),
+    rxws.CertificateError("wss://h/", "self-signed"),
+    rxws.ConnectionLost(1011, "boom"),
+    rxws.IdleTimeout(2.0),
+    rxws.ReconnectExhausted(3, OSError("refused")),
+    rxws.RotationFailed("the new connection was refused", 1.5),
+    rxws.ParseError(ValueError("bad"), 7),
+    rxws.SubscriberError(KeyError("k")),
+    rxws.StreamOverflow(10),
+    rxws.StreamClosed("the client"),
+    rxws.NoRunningLoop("rxws.connect(...)"),
+    rxws.NotConnected(1.0),
+    rxws.SubscriptionRejected(["a@trade"], "code 2: invalid"),
+    rxws.TransportUnavailable("picows", "picows"),
+]
+
+
+def test_every_error_keeps_its_advice_in_hint_and_its_message_ends_with_it() -> None:
+    assert {type(e) for e in SAMPLES} == {
+        getattr(errors, n) for n in errors.__all__ if n not in ("RxwsError", "is_retryable")
+    }
+    for e in SAMPLES:
+        assert e.hint, type(e).__name__
+        assert str(e).endswith(f"; {e.hint}"), str(e)
+        assert e.args == (str(e),)  # as any exception: args holds the message
+
+
+def test_the_message_is_built_from_the_fields() -> None:
+    e = rxws.ParseError(ValueError("it quoted lk0123456789"), 30)
+    e.detail = "ValueError: it quoted ***"  # as rxws redacts what a parser quoted
+    assert "lk0123456789" not in str(e) and "it quoted ***" in str(e)
+    lost = rxws.ConnectionLost(1011, "boom")
+    lost.hint = "try later"
+    assert str(lost) == "the websocket connection was lost: close code 1011 (boom); try later"
