@@ -390,6 +390,16 @@ def _cafile(text: str) -> ssl.SSLContext:
         ) from None
 
 
+def _add_transport(parser: argparse.ArgumentParser) -> None:
+    """The ``--transport`` option every command that opens a websocket has."""
+    parser.add_argument(
+        "--transport",
+        choices=["websockets", "picows"],
+        default="websockets",
+        help="the websocket implementation (picows: pip install 'rxws[picows]')",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``rxws`` command.
 
@@ -427,12 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="start every line with the local time it was received (ISO 8601, ms)",
         )
-        p.add_argument(
-            "--transport",
-            choices=["websockets", "picows"],
-            default="websockets",
-            help="the websocket implementation (picows: pip install 'rxws[picows]')",
-        )
+        _add_transport(p)
         p.add_argument(
             "--status-every",
             type=_seconds_or_zero,
@@ -768,12 +773,7 @@ def add_relay(sub: Any, add_topics: Callable[[argparse.ArgumentParser, str], Non
         help="messages held while NATS is away (default 100000); more are dropped, "
         "counted and reported",
     )
-    relay.add_argument(
-        "--transport",
-        choices=["websockets", "picows"],
-        default="websockets",
-        help="the websocket implementation (picows: pip install 'rxws[picows]')",
-    )
+    _add_transport(relay)
     relay.add_argument(
         "-v",
         "--verbose",

@@ -57,18 +57,6 @@ def parse_json(frame: str | bytes) -> Any:
     return json.loads(frame)
 
 
-def direct_parser(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``parse`` itself, or for :func:`parse_json` on orjson, ``orjson.loads``: one call less.
-
-    For rxws's own per-frame path (resolved once per connection, not per frame);
-    ``orjson.loads`` raises what :func:`parse_json` raises, since that is what it calls.
-    """
-    if parse is parse_json and HAVE_ORJSON:
-        loads: Callable[[Any], Any] = _orjson.loads
-        return loads
-    return parse
-
-
 def bytes_parser(parse: Callable[[Any], Any]) -> Callable[[bytes], Any] | None:
     """For :func:`parse_json` on orjson: ``orjson.loads``, to parse a text frame's UTF-8 bytes.
 
@@ -80,6 +68,15 @@ def bytes_parser(parse: Callable[[Any], Any]) -> Callable[[bytes], Any] | None:
         loads: Callable[[bytes], Any] = _orjson.loads
         return loads
     return None
+
+
+def direct_parser(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``parse`` itself, or for :func:`parse_json` on orjson, ``orjson.loads``: one call less.
+
+    For rxws's own per-frame path (resolved once per connection, not per frame);
+    ``orjson.loads`` raises what :func:`parse_json` raises, since that is what it calls.
+    """
+    return bytes_parser(parse) or parse
 
 
 def dump_json(value: Any) -> str:
